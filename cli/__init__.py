@@ -1,0 +1,1 @@
+"""deepclust.cli: the ``deepclust`` command (Typer)."""

@@ -1,0 +1,3 @@
+from deepclust.cli.main import main
+
+main()

@@ -1,0 +1,324 @@
+"""The ``deepclust`` command: thin — it parses, calls the trainer or the runtime, and prints.
+
+Domain code raises DeepclustError; here it becomes one line on stderr and exit code 1
+(a traceback only with ``--debug``). torch is imported only by the commands that train.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deepclust.runtime.errors import DeepclustError
+
+app = typer.Typer(
+    name="deepclust",
+    help="Deep clustering you can ship: train a model, export a bundle, score data with it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    "--data-dir", envvar="DEEPCLUST_DATA",
+    help="Where named data sets live (and are downloaded to). Default: ~/.cache/deepclust; "
+         "/usr/share/datasets/NAME is searched too.")]
+LabelOption = Annotated[Optional[str], typer.Option(
+    "--label-column", help="Tabular data: the column holding ground-truth labels (used for metrics only).")]
+IgnoreOption = Annotated[Optional[list[str]], typer.Option(
+    "--ignore-column", help="Tabular data: a column that is not a feature (repeatable).")]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", help="auto (GPU when present), cpu or cuda.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+
+
+def friendly_errors(command):
+    """Turn expected errors into one line and exit code 1; keep tracebacks for --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except DeepclustError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        except ImportError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        except Exception as e:  # an unexpected failure: still one line, traceback on request
+            if _state["debug"]:
+                raise
+            err.print(f"[red]error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log which devices and providers run.")] = False,
+):
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise DeepclustError(f"--hidden={text!r} should be comma-separated integers, e.g. 500,500,2000") from None
+    return widths
+
+
+def _refuse_existing(path: Path, overwrite: bool, what: str) -> None:
+    if path.exists() and not overwrite:
+        raise DeepclustError(f"{path}: {what} already exists (pass --overwrite to replace it)")
+
+
+def _print_scores(title: str, scores: dict) -> None:
+    table = Table(title=title, show_header=True, header_style="bold")
+    for key in ("acc", "nmi", "ari", "v_measure"):
+        if key in scores:
+            table.add_column(key.upper() if key != "v_measure" else "V-measure", justify="right")
+    table.add_row(*(f"{scores[k]:.4f}" for k in ("acc", "nmi", "ari", "v_measure") if k in scores))
+    if table.columns:
+        out.print(table)
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Annotated[str, typer.Option("--data", help="A data set name (mnist, fashion-mnist, kmnist, digits) or a path: "
+                                      ".npy/.npz, .parquet, .csv, an IDX file or folder, an image folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
+                                             "classes, when the data has labels.")] = None,
+    method: Annotated[str, typer.Option(help="Clustering head: kmeans or gmm (full-covariance Gaussian mixture).")]
+    = "kmeans",
+    epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Embedding size.")] = 10,
+    hidden: Annotated[str, typer.Option(help="Encoder widths, comma-separated (decoder mirrors them).")]
+    = "500,500,2000",
+    n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same model (on CPU).")] = 0,
+    device: DeviceOption = "auto",
+    data_dir: DataDirOption = None,
+    label_column: LabelOption = None,
+    ignore_column: IgnoreOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    as_json: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+):
+    """Train an autoencoder + clustering head and export a verified model bundle."""
+    _refuse_existing(out_dir, overwrite, "bundle folder")
+    from deepclust.trainer.datasets import load_dataset
+    from deepclust.trainer.estimator import DeepClustering
+
+    ds = load_dataset(data, data_dir=data_dir, label_column=label_column, ignore_columns=ignore_column or ())
+    if k is None:
+        if ds.y is None:
+            raise DeepclustError(f"{data}: --k is required (the data has no labels to infer it from)")
+        k = int(len(set(ds.y.tolist())))
+    model = DeepClustering(k, method=method, latent_dim=latent_dim, hidden=_parse_hidden(hidden), epochs=epochs,
+                           batch_size=batch_size, lr=lr, n_init=n_init, seed=seed, device=device,
+                           verbose=not (quiet or as_json))
+    model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names)
+    import time
+
+    t0 = time.perf_counter()
+    path = model.save(out_dir, overwrite=overwrite)
+    timings = {**model.timings_, "export_seconds": time.perf_counter() - t0}
+    from deepclust.runtime.bundle import load_bundle
+
+    checks = load_bundle(path).manifest.checks
+    if as_json:
+        print(json.dumps({"bundle": str(path), "data": data, "k": k, "method": method, "device": model.device_,
+                          "metrics": model.metrics_, "timings": timings, "checks": checks}))
+        return
+    _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method}", model.metrics_)
+    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['seconds_per_epoch']:.2f}s/epoch on "
+              f"{model.device_}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
+              f"runtime parity: labels agree on {checks['label_agreement']:.2%} of {checks['parity_rows']} rows")
+    out.print(f"bundle written to {path}")
+
+
+@app.command()
+@friendly_errors
+def assign(
+    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Rows to score: .npy, .parquet, .csv or IDX.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv.")],
+    soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).")] = False,
+    embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 4096,
+    device: DeviceOption = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Score INPUT with a bundle: label and squared distance per row, streamed, any input size.
+
+    The output appears only when every row is scored; on error nothing is left behind.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from deepclust.runtime import Assigner, score_file
+
+    _refuse_existing(output, overwrite, "output")
+    assigner = Assigner.load(model, device=device, batch_size=batch_size)
+    with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                  TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
+        task = progress.add_task("assign", total=None)
+        report = score_file(assigner, input_path, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
+                            batch_rows=batch_size,
+                            on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    out.print(f"scored {report.rows} rows in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) "
+              f"-> {report.output}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    data: Annotated[str, typer.Argument(help="Labelled data: a data set name or a path (see train --help).")],
+    data_dir: DataDirOption = None,
+    label_column: LabelOption = None,
+    ignore_column: IgnoreOption = None,
+    device: DeviceOption = "auto",
+    as_json: JsonOption = False,
+):
+    """Score labelled DATA with a bundle and report ACC, NMI, ARI and V-measure.
+
+    Needs scikit-learn and scipy (pip install 'deepclust[train]'); torch is not used.
+    """
+    import numpy as np
+
+    from deepclust.runtime import Assigner
+    from deepclust.trainer.datasets import load_dataset
+    from deepclust.trainer.metrics import clustering_scores
+
+    assigner = Assigner.load(model, device=device)
+    ds = load_dataset(data, data_dir=data_dir, label_column=label_column, ignore_columns=ignore_column or (),
+                      feature_names=assigner.manifest.input.feature_names)
+    if ds.y is None:
+        raise DeepclustError(f"{data}: has no labels to evaluate against (tabular data: pass --label-column)")
+    labels = np.concatenate([assigner.assign(ds.x[s:s + 65536]).labels for s in range(0, len(ds.x), 65536)])
+    scores = {"n_samples": int(len(labels)), **clustering_scores(ds.y, labels)}
+    if as_json:
+        print(json.dumps({"bundle": str(model), "data": data, "metrics": scores}))
+        return
+    _print_scores(f"{data}: {len(labels)} rows scored by {model}", scores)
+
+
+@app.command()
+@friendly_errors
+def inspect(
+    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    as_json: JsonOption = False,
+):
+    """Verify a bundle's checksums and show what it holds."""
+    from deepclust.runtime.bundle import load_bundle
+
+    bundle = load_bundle(model)
+    m = bundle.manifest
+    if as_json:
+        print(json.dumps(json.loads(m.to_json())))
+        return
+    table = Table(title=f"{model} (format {m.format_version}, checksums verified)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    shape = "x".join(str(s) for s in m.input.sample_shape)
+    table.add_row("input", f"{m.input.n_features} values per row (sample shape {shape}, trained on {m.input.dtype})"
+                  + (f", columns {', '.join(m.input.feature_names[:6])}..." if m.input.feature_names else ""))
+    pre = m.preprocessing.to_dict()
+    table.add_row("preprocessing", "(x - offset) * scale, " + (
+        "per feature" if isinstance(pre["scale"], list) else f"offset {pre['offset']}, scale {pre['scale']:.6g}"))
+    table.add_row("method", f"{m.method.get('name')}  " + ", ".join(f"{k}={v}" for k, v in m.method.get("params", {}).items()))
+    table.add_row("clusters", f"k={m.k}, latent_dim={m.latent_dim}, assignment by {m.assignment.replace('_', ' ')}")
+    if m.metrics:
+        table.add_row("training metrics", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in m.metrics.items()))
+    if m.checks:
+        table.add_row("export checks", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in m.checks.items()))
+    table.add_row("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+    for name, digest in m.files.items():
+        table.add_row(name, f"sha256 {digest[:16]}...")
+    out.print(table)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the bundle and the scored file.")]
+    = Path("build/demo"),
+    epochs: Annotated[int, typer.Option(min=1, help="Pretraining epochs.")] = 50,
+    rows: Annotated[int, typer.Option(min=1, help="Rows to score for the throughput figure.")] = 200_000,
+):
+    """Train on scikit-learn's digits, export a bundle, score with the runtime, print the numbers."""
+    import time
+
+    import numpy as np
+
+    from deepclust.runtime import Assigner, score_file
+    from deepclust.trainer.datasets import load_dataset
+    from deepclust.trainer.estimator import DeepClustering
+    from deepclust.trainer.metrics import clustering_scores
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset("digits")
+    err.print(f"[bold]1/3[/bold] training on digits ({len(ds.x)} images 8x8, k=10)")
+    t0 = time.perf_counter()
+    model = DeepClustering(10, epochs=epochs, verbose=True).fit(ds.x, ds.y, preprocessing=ds.preprocessing)
+    bundle = model.save(out_dir / "bundle", overwrite=True)
+    train_s = time.perf_counter() - t0
+
+    err.print(f"[bold]2/3[/bold] scoring digits with the runtime (onnxruntime + FAISS) from {bundle}")
+    assigner = Assigner.load(bundle)
+    runtime_scores = clustering_scores(ds.y, assigner.assign(ds.x).labels)
+
+    big = out_dir / f"digits_x{rows}.npy"
+    reps = -(-rows // len(ds.x))
+    np.save(big, np.tile(ds.x.reshape(len(ds.x), -1), (reps, 1))[:rows])
+    err.print(f"[bold]3/3[/bold] streaming {rows} rows from {big}")
+    report = score_file(assigner, big, out_dir / "assignments.parquet", overwrite=True)
+
+    table = Table(title="deepclust demo: digits, autoencoder + k-means", header_style="bold")
+    for col in ("", "ACC", "NMI", "ARI", "V-measure"):
+        table.add_column(col, justify="right")
+    for name, s in (("trainer (torch)", model.metrics_), ("runtime (ONNX)", runtime_scores)):
+        table.add_row(name, *(f"{s[k]:.4f}" for k in ("acc", "nmi", "ari", "v_measure")))
+    out.print(table)
+    out.print(f"training + export: {train_s:.1f}s; scoring: {report.rows:,} rows in {report.seconds:.2f}s = "
+              f"[bold]{report.rows_per_second:,.0f} rows/s[/bold] on {assigner.providers[0]} -> {report.output}",
+              highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The model bundle: the contract between the trainer and the runtime, defined once here.
+
+A bundle is a folder of data only (no pickles, no class names to import)::
+
+    manifest.json   format version, input spec, preprocessing, method, metrics, versions,
+                    and the sha256 of every other file
+    encoder.onnx    raw-but-preprocessed input (n, n_features) -> embedding (n, latent_dim)
+    centroids.npy   float32 (k, latent_dim)
+    ...             optional files named in the manifest (e.g. GMM parameters)
+
+Loading verifies the format version and every checksum, and refuses a bundle that does not
+match with a message naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+from .preprocessing import Preprocessing
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ENCODER = "encoder.onnx"
+CENTROIDS = "centroids.npy"
+# Assignment rules the runtime implements; the trainer picks one per method.
+NEAREST_CENTROID = "nearest_centroid"
+GAUSSIAN_MIXTURE = "gaussian_mixture"
+GMM_WEIGHTS = "gmm_weights.npy"
+GMM_PRECISIONS_CHOLESKY = "gmm_precisions_cholesky.npy"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What one raw input row looks like.
+
+    ``sample_shape`` is the shape of one sample as the trainer read it ((28, 28) for an
+    MNIST image, (64,) for a 64-column table); the runtime accepts any array whose rows
+    hold that many values. ``feature_names`` is set for tabular data: readers then select
+    those columns by name, in that order.
+    """
+
+    sample_shape: tuple[int, ...]
+    dtype: str = "float32"
+    feature_names: tuple[str, ...] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.sample_shape))
+
+    def to_dict(self) -> dict:
+        d = {"sample_shape": list(self.sample_shape), "n_features": self.n_features, "dtype": self.dtype}
+        if self.feature_names is not None:
+            d["feature_names"] = list(self.feature_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        names = d.get("feature_names")
+        return cls(
+            sample_shape=tuple(int(s) for s in d["sample_shape"]),
+            dtype=str(d.get("dtype", "float32")),
+            feature_names=tuple(names) if names is not None else None,
+        )
+
+
+@dataclass
+class Manifest:
+    input: InputSpec
+    preprocessing: Preprocessing
+    latent_dim: int
+    k: int
+    method: dict
+    assignment: str = NEAREST_CENTROID
+    metrics: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["input"] = self.input.to_dict()
+        d["preprocessing"] = self.preprocessing.to_dict()
+        ordered = {"format_version": d.pop("format_version"), **d}
+        return json.dumps(ordered, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Manifest":
+        return cls(
+            input=InputSpec.from_dict(d["input"]),
+            preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
+            latent_dim=int(d["latent_dim"]),
+            k=int(d["k"]),
+            method=dict(d.get("method", {})),
+            assignment=str(d.get("assignment", NEAREST_CENTROID)),
+            metrics=dict(d.get("metrics", {})),
+            checks=dict(d.get("checks", {})),
+            versions=dict(d.get("versions", {})),
+            files=dict(d["files"]),
+            format_version=int(d["format_version"]),
+        )
+
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk: its manifest, the encoder's path and the arrays."""
+
+    path: Path
+    manifest: Manifest
+    centroids: np.ndarray
+    arrays: dict
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.path / ENCODER
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def runtime_versions() -> dict:
+    """Versions of the libraries that produce and score a bundle, for the manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("deepclust", "numpy", "onnxruntime", "onnxruntime-gpu", "faiss-cpu", "faiss-gpu-cu12",
+                 "torch", "onnx", "scikit-learn"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_bundle(path: str | os.PathLike, manifest: Manifest, files: dict[str, bytes], *,
+                 overwrite: bool = False) -> Path:
+    """Write a bundle atomically: into a hidden sibling folder, renamed into place at the end.
+
+    ``files`` maps file names to their bytes and must hold the encoder and the centroids.
+    The manifest's ``files`` table is filled in here, so nothing else computes checksums.
+    """
+    path = Path(path)
+    for required in (ENCODER, CENTROIDS):
+        if required not in files:
+            raise BundleError(f"{path}: cannot write a bundle without {required}")
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path}: already exists (pass --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is not
+        manifest.files = {}
+        for name, data in files.items():
+            if "/" in name or name == MANIFEST:
+                raise BundleError(f"{path}: invalid bundle file name {name!r}")
+            (stage / name).write_bytes(data)
+            manifest.files[name] = hashlib.sha256(data).hexdigest()
+        (stage / MANIFEST).write_text(manifest.to_json())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(stage, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, path)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and verify a bundle; raise BundleError naming the file and the reason."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a model bundle (no such folder)")
+    manifest_path = path / MANIFEST
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{manifest_path}: missing (not a model bundle)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({e})") from None
+    if not isinstance(raw, dict) or "format_version" not in raw:
+        raise BundleError(f"{manifest_path}: not a deepclust manifest (no format_version)")
+    if raw["format_version"] != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: bundle format {raw['format_version']} is not supported "
+            f"(this deepclust reads format {FORMAT_VERSION}); use the deepclust that wrote it"
+        )
+    try:
+        manifest = Manifest.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{manifest_path}: malformed manifest (field {e})") from None
+
+    for required in (ENCODER, CENTROIDS):
+        if required not in manifest.files:
+            raise BundleError(f"{manifest_path}: lists no {required}")
+    for name, expected in manifest.files.items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{file}: missing from the bundle")
+        if sha256_file(file) != expected:
+            raise BundleError(f"{file}: checksum mismatch (the file was altered or is corrupt)")
+
+    arrays = {name: _load_array(path / name) for name in manifest.files if name.endswith(".npy")}
+    centroids = arrays.pop(CENTROIDS)
+    if centroids.dtype != np.float32 or centroids.shape != (manifest.k, manifest.latent_dim):
+        raise BundleError(
+            f"{path / CENTROIDS}: expected float32 of shape ({manifest.k}, {manifest.latent_dim}), "
+            f"found {centroids.dtype} {centroids.shape}"
+        )
+    if manifest.assignment not in (NEAREST_CENTROID, GAUSSIAN_MIXTURE):
+        raise BundleError(f"{manifest_path}: unknown assignment rule {manifest.assignment!r}")
+    _warn_if_newer(manifest)
+    return Bundle(path=path, manifest=manifest, centroids=centroids, arrays=arrays)
+
+
+def _load_array(file: Path) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise BundleError(f"{file}: not a readable .npy array ({e})") from None
+
+
+def _warn_if_newer(manifest: Manifest) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    written_by = manifest.versions.get("deepclust")
+    try:
+        mine = version("deepclust")
+    except PackageNotFoundError:
+        return
+    if written_by and _version_tuple(written_by) > _version_tuple(mine):
+        warnings.warn(f"bundle written by deepclust {written_by}, newer than this {mine}", UserWarning,
+                      stacklevel=3)
+
+
+def _version_tuple(v: str) -> tuple:
+    parts = []
+    for p in v.split("+")[0].split("."):
+        parts.append(int(p) if p.isdigit() else 0)
+    return tuple(parts)

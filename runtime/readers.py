@@ -1,0 +1,352 @@
+"""Streaming readers: any input size, bounded memory, a clear error for every bad file.
+
+Every reader yields ``Batch(start, values, labels)`` where ``values`` is a float32 array of
+shape (rows, n_values_per_row). Readers reuse their buffers: a batch is valid until the
+next one is requested, which keeps peak memory at a few batches whatever the file size.
+(A plain ``np.memmap`` would not: every page it touches stays resident.)
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_BATCH_ROWS = 4096
+
+
+@dataclass
+class Batch:
+    start: int
+    values: np.ndarray
+    labels: np.ndarray | None = None
+
+
+class Reader:
+    """Common interface; subclasses fill ``n_rows`` (None when unknown up front) and
+    ``sample_shape`` (shape of one row), and implement ``_batches``."""
+
+    path: Path
+    n_rows: int | None
+    sample_shape: tuple[int, ...]
+    has_labels: bool = False
+
+    @property
+    def n_values(self) -> int:
+        return int(np.prod(self.sample_shape))
+
+    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
+        """Yield validated float32 batches; raise InputError on NaN/Inf, truncation, empty input."""
+        seen = 0
+        for batch in self._batches(batch_rows):
+            check_finite(batch.values, self.path, batch.start)
+            seen += len(batch.values)
+            yield batch
+        if seen == 0:
+            raise InputError(f"{self.path}: empty input (no rows)")
+        if self.n_rows is not None and seen != self.n_rows:
+            raise InputError(f"{self.path}: truncated: read {seen} of {self.n_rows} rows")
+
+    def _batches(self, batch_rows: int) -> Iterator[Batch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def check_finite(values: np.ndarray, path, start: int) -> None:
+    if not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(axis=1))[0])
+        raise InputError(f"{path}: row {start + bad} holds NaN, Inf or a missing value")
+
+
+def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None = None,
+                label_column: str | None = None, ignore_columns: Sequence[str] = ()) -> Reader:
+    """Open ``path`` by its format: .npy, .parquet, .csv (optionally .gz) or IDX (raw or .gz).
+
+    ``feature_names`` (tabular inputs) selects and orders columns; otherwise every column but
+    ``label_column`` and ``ignore_columns`` is a feature and must be numeric.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file (.npy, .parquet, .csv or IDX)")
+    name = path.name.lower()
+    try:
+        if name.endswith(".npy"):
+            return NpyReader(path)
+        if name.endswith((".parquet", ".pq")):
+            return ParquetReader(path, feature_names, label_column, ignore_columns)
+        if name.endswith((".csv", ".csv.gz")):
+            return CsvReader(path, feature_names, label_column, ignore_columns)
+        if is_idx(path):
+            return IdxReader(path)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    raise InputError(f"{path}: unknown input format (expected .npy, .parquet, .csv or an IDX file)")
+
+
+# --- .npy ---------------------------------------------------------------------------------
+
+class NpyReader(Reader):
+    """Reads rows with ``readinto`` into one reused buffer (no memory map, flat RSS)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                self._offset = f.tell()
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"{path}: not a readable .npy file ({e})") from None
+        if dtype.kind not in "biuf" or dtype.fields is not None:
+            raise InputError(f"{path}: dtype {dtype} is not numeric")
+        if fortran and len(shape) > 1:
+            raise InputError(f"{path}: Fortran-ordered arrays are not supported (save a C-ordered array)")
+        if len(shape) == 0:
+            raise InputError(f"{path}: holds a scalar, not rows")
+        self.dtype = dtype
+        self.n_rows = int(shape[0])
+        self.sample_shape = tuple(int(s) for s in shape[1:]) or (1,)
+        row_bytes = self.n_values * dtype.itemsize
+        have = os.path.getsize(path) - self._offset
+        if have < self.n_rows * row_bytes:
+            raise InputError(
+                f"{path}: truncated: the header says {self.n_rows} rows, the file holds "
+                f"{max(have, 0) // max(row_bytes, 1)} complete rows"
+            )
+
+    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+        width = self.n_values
+        raw = np.empty(batch_rows * width, dtype=self.dtype)
+        out = raw if self.dtype == np.float32 else np.empty(batch_rows * width, dtype=np.float32)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self._offset)
+            for start in range(0, self.n_rows, batch_rows):
+                n = min(batch_rows, self.n_rows - start)
+                view = memoryview(raw.view(np.uint8))[: n * width * self.dtype.itemsize]
+                got = _read_fully(f, view)
+                if got != len(view):
+                    raise InputError(f"{self.path}: truncated in rows {start}-{start + n - 1}")
+                values = out[: n * width].reshape(n, width)
+                if out is not raw:
+                    np.copyto(values, raw[: n * width].reshape(n, width), casting="unsafe")
+                yield Batch(start, values)
+
+
+def _read_fully(f, view: memoryview) -> int:
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+# --- IDX (MNIST, Fashion-MNIST, KMNIST) -------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def is_idx(path: Path) -> bool:
+    """IDX files have no standard suffix; recognise the usual names, then the magic bytes."""
+    name = path.name.lower()
+    if "-ubyte" in name or name.endswith((".idx", ".idx.gz")) or "idx1" in name or "idx3" in name:
+        return True
+    try:
+        head = _open_maybe_gz(path).read(4)
+    except (OSError, EOFError):
+        return False
+    return len(head) == 4 and head[:2] == b"\0\0" and head[2] in _IDX_DTYPES and 1 <= head[3] <= 4
+
+
+def _open_maybe_gz(path: Path):
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb", buffering=0)
+
+
+def read_idx_header(f, path) -> tuple[np.dtype, tuple[int, ...], int]:
+    head = f.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES or not 1 <= head[3] <= 4:
+        raise InputError(f"{path}: not an IDX file (bad magic number)")
+    ndim = head[3]
+    dims_raw = f.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise InputError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    return _IDX_DTYPES[head[2]], tuple(int(d) for d in dims), 4 + 4 * ndim
+
+
+class IdxReader(Reader):
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with _open_maybe_gz(path) as f:
+                self.dtype, dims, self._offset = read_idx_header(f, path)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{path}: unreadable IDX file ({e})") from None
+        self.n_rows = dims[0]
+        self.sample_shape = dims[1:] or (1,)
+
+    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+        width = self.n_values
+        raw = np.empty(batch_rows * width, dtype=self.dtype)
+        out = np.empty(batch_rows * width, dtype=np.float32)
+        try:
+            with _open_maybe_gz(self.path) as f:
+                f.read(self._offset)
+                for start in range(0, self.n_rows, batch_rows):
+                    n = min(batch_rows, self.n_rows - start)
+                    view = memoryview(raw.view(np.uint8))[: n * width * self.dtype.itemsize]
+                    if _read_fully(f, view) != len(view):
+                        raise InputError(f"{self.path}: truncated in rows {start}-{start + n - 1}")
+                    values = out[: n * width].reshape(n, width)
+                    np.copyto(values, raw[: n * width].reshape(n, width), casting="unsafe")
+                    yield Batch(start, values)
+        except (EOFError, OSError, gzip.BadGzipFile) as e:
+            raise InputError(f"{self.path}: corrupt or truncated ({e})") from None
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read a whole IDX file in its own dtype (uint8 images stay uint8: 4x less memory)."""
+    path = Path(path)
+    try:
+        with _open_maybe_gz(path) as f:
+            dtype, dims, _ = read_idx_header(f, path)
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise InputError(f"{path}: corrupt or truncated ({e})") from None
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) < expected:
+        raise InputError(f"{path}: truncated: {len(data)} of {expected} data bytes")
+    return np.frombuffer(data[:expected], dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+# --- tabular: Parquet and CSV -----------------------------------------------------------------
+
+def _select_columns(path, schema_names, types, feature_names, label_column, ignore_columns):
+    import pyarrow as pa
+
+    names = list(schema_names)
+    for col in [label_column, *ignore_columns]:
+        if col is not None and col not in names:
+            raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(names[:20])})")
+    if feature_names is not None:
+        missing = [c for c in feature_names if c not in names]
+        if missing:
+            raise InputError(f"{path}: missing feature columns the model expects: {', '.join(missing[:10])}")
+        features = list(feature_names)
+    else:
+        features = [c for c in names if c != label_column and c not in ignore_columns]
+    if not features:
+        raise InputError(f"{path}: no feature columns")
+    for c in features:
+        t = types[names.index(c)]
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                or pa.types.is_null(t) or pa.types.is_decimal(t)):
+            raise InputError(f"{path}: column {c!r} is {t}, not numeric (pass --ignore-column {c} to skip it)")
+    return features
+
+
+def _table_to_batch(path, table, features, label_column, start) -> Batch:
+    n = table.num_rows
+    values = np.empty((n, len(features)), dtype=np.float32)
+    for j, c in enumerate(features):
+        col = table.column(c)
+        values[:, j] = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
+            col.cast("double").fill_null(float("nan")).to_numpy(zero_copy_only=False)
+    labels = None
+    if label_column is not None:
+        labels = table.column(label_column).to_numpy(zero_copy_only=False)
+    return Batch(start, values, labels)
+
+
+class ParquetReader(Reader):
+    def __init__(self, path, feature_names, label_column, ignore_columns):
+        import pyarrow.parquet as pq
+
+        self.path = path
+        try:
+            self._file = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants
+            raise InputError(f"{path}: not a readable Parquet file ({_short(e)})") from None
+        schema = self._file.schema_arrow
+        self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
+                                        ignore_columns)
+        self.label_column = label_column
+        self.has_labels = label_column is not None
+        self.n_rows = self._file.metadata.num_rows
+        self.sample_shape = (len(self.features),)
+
+    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+        import pyarrow as pa
+
+        columns = self.features + ([self.label_column] if self.label_column else [])
+        start = 0
+        for rg in range(self._file.num_row_groups):
+            try:
+                for rb in self._file.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=columns):
+                    yield _table_to_batch(self.path, pa.Table.from_batches([rb]), self.features,
+                                          self.label_column, start)
+                    start += rb.num_rows
+            except InputError:
+                raise
+            except Exception as e:
+                raise InputError(f"{self.path}: row group {rg} (from row {start}) is corrupt ({_short(e)})") from None
+
+
+class CsvReader(Reader):
+    def __init__(self, path, feature_names, label_column, ignore_columns):
+        self.path = path
+        self._feature_names, self.label_column = feature_names, label_column
+        self.has_labels = label_column is not None
+        reader = self._open()
+        schema = reader.schema
+        self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
+                                        ignore_columns)
+        self.n_rows = None
+        self.sample_shape = (len(self.features),)
+
+    def _open(self, column_types: dict | None = None):
+        import pyarrow.csv as pcsv
+
+        try:
+            return pcsv.open_csv(self.path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+                                 convert_options=pcsv.ConvertOptions(column_types=column_types))
+        except Exception as e:
+            raise InputError(f"{self.path}: not a readable CSV file ({_short(e)})") from None
+
+    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+        import pyarrow as pa
+
+        # Types are inferred from the first block only: read features as float64 so that a
+        # later "1.5" in a column of integers is a value, not an error.
+        reader = self._open({c: pa.float64() for c in self.features})
+        start = 0
+        while True:
+            try:
+                rb = reader.read_next_batch()
+            except StopIteration:
+                return
+            except Exception as e:
+                raise InputError(f"{self.path}: bad value after row {start} ({_short(e)})") from None
+            for off in range(0, rb.num_rows, batch_rows):
+                part = pa.Table.from_batches([rb.slice(off, batch_rows)])
+                yield _table_to_batch(self.path, part, self.features, self.label_column, start)
+                start += part.num_rows
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

@@ -1,0 +1,180 @@
+"""Incremental, atomic result writers: the output appears only when the job completes.
+
+Rows are appended batch by batch to a hidden temporary file beside the target, which is
+renamed into place by ``commit``; any error (or Ctrl-C) removes it, so a failed job leaves
+no partial output behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+FORMATS = (".parquet", ".npy", ".csv")
+
+
+class ResultWriter:
+    """Writes ``label``, ``distance`` and optionally ``soft`` (k) and ``embedding`` (d) per row.
+
+    Use as a context manager: leaving the block normally commits, an exception aborts.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, k: int, latent_dim: int, soft: bool = False,
+                 embeddings: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in FORMATS:
+            raise InputError(f"{self.path}: unknown output format {suffix or '(none)'} (use .parquet, .npy or .csv)")
+        if self.path.exists() and not overwrite:
+            raise InputError(f"{self.path}: already exists (pass --overwrite to replace it)")
+        if not self.path.parent.exists():
+            raise InputError(f"{self.path.parent}: output folder does not exist")
+        self.k, self.latent_dim, self.soft, self.embeddings = k, latent_dim, soft, embeddings
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self.rows = 0
+        self._impl = {".parquet": _ParquetSink, ".npy": _NpySink, ".csv": _CsvSink}[suffix](self)
+
+    def write(self, labels: np.ndarray, distances: np.ndarray, soft: np.ndarray | None = None,
+              embeddings: np.ndarray | None = None) -> None:
+        self._impl.write(labels.astype(np.int32, copy=False), distances.astype(np.float32, copy=False),
+                         soft, embeddings)
+        self.rows += len(labels)
+
+    def commit(self) -> Path:
+        self._impl.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._impl.close()
+        except Exception:
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _columns(w: ResultWriter, labels, distances, soft, embeddings, *, flat: bool) -> dict:
+    cols = {"label": labels, "distance": distances}
+    if w.soft:
+        if flat:
+            cols.update({f"soft_{j}": soft[:, j] for j in range(w.k)})
+        else:
+            cols["soft"] = soft
+    if w.embeddings:
+        if flat:
+            cols.update({f"z_{j}": embeddings[:, j] for j in range(w.latent_dim)})
+        else:
+            cols["embedding"] = embeddings
+    return cols
+
+
+class _ParquetSink:
+    def __init__(self, w: ResultWriter):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.w, self.pa = w, pa
+        fields = [pa.field("label", pa.int32()), pa.field("distance", pa.float32())]
+        if w.soft:
+            fields.append(pa.field("soft", pa.list_(pa.float32(), w.k)))
+        if w.embeddings:
+            fields.append(pa.field("embedding", pa.list_(pa.float32(), w.latent_dim)))
+        self.schema = pa.schema(fields)
+        self.writer = pq.ParquetWriter(w.tmp, self.schema)
+
+    def write(self, labels, distances, soft, embeddings):
+        pa = self.pa
+        arrays = [pa.array(labels), pa.array(distances)]
+        for flag, m in ((self.w.soft, soft), (self.w.embeddings, embeddings)):
+            if flag:
+                m = np.ascontiguousarray(m, dtype=np.float32)
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1]))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class _CsvSink:
+    def __init__(self, w: ResultWriter):
+        self.w = w
+        self.writer = None
+
+    def write(self, labels, distances, soft, embeddings):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        table = pa.table(_columns(self.w, labels, distances, soft, embeddings, flat=True))
+        if self.writer is None:
+            self.writer = pcsv.CSVWriter(self.w.tmp, table.schema)
+        self.writer.write_table(table)
+
+    def close(self):
+        if self.writer is None:  # no rows: still leave a valid, empty file with a header
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+
+            empty = np.empty((0, max(self.w.k, self.w.latent_dim)), np.float32)
+            table = pa.table(_columns(self.w, np.empty(0, np.int32), np.empty(0, np.float32), empty, empty,
+                                      flat=True))
+            pcsv.write_csv(table, self.w.tmp)
+        else:
+            self.writer.close()
+            self.writer = None
+
+
+class _NpySink:
+    """A structured .npy (fields label, distance[, soft, embedding]) whose header is rewritten
+    with the final row count on close; the header is padded so its length never changes."""
+
+    def __init__(self, w: ResultWriter):
+        fields = [("label", "<i4"), ("distance", "<f4")]
+        if w.soft:
+            fields.append(("soft", "<f4", (w.k,)))
+        if w.embeddings:
+            fields.append(("embedding", "<f4", (w.latent_dim,)))
+        self.dtype = np.dtype(fields)
+        self.w = w
+        self.f = open(w.tmp, "wb")
+        self.header_len = len(self._header(10**15))
+        self.f.write(self._header(0, self.header_len))
+        self.rows = 0
+
+    def _header(self, n: int, length: int | None = None) -> bytes:
+        body = repr({"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                     "shape": (n,)}).encode("latin1")
+        pad = (-(10 + len(body) + 1)) % 64 if length is None else length - (10 + len(body) + 1)
+        body += b" " * pad + b"\n"
+        return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
+
+    def write(self, labels, distances, soft, embeddings):
+        rec = np.empty(len(labels), dtype=self.dtype)
+        rec["label"], rec["distance"] = labels, distances
+        if self.w.soft:
+            rec["soft"] = soft
+        if self.w.embeddings:
+            rec["embedding"] = embeddings
+        self.f.write(rec.tobytes())
+        self.rows += len(labels)
+
+    def close(self):
+        if self.f.closed:
+            return
+        self.f.seek(0)
+        self.f.write(self._header(self.rows, self.header_len))
+        self.f.close()

@@ -1,0 +1,181 @@
+"""`deepclust assign` and `inspect` with the reference bundle, and every bad input:
+one line naming the file and the problem, a non-zero exit, and no output file left."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from deepclust.cli.main import app
+from deepclust.runtime import Assigner
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    msg = result.output.strip()
+    assert msg.startswith("error:"), msg
+    assert "Traceback" not in msg
+    flat = " ".join(msg.split())  # rich may wrap long lines on narrow terminals
+    for f in fragments:
+        assert f in flat, (f, flat)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npy", ".csv"])
+def test_assign_writes_labels_equal_to_the_runtime(tmp_path, reference_bundle, digits_rows, suffix):
+    np.save(tmp_path / "in.npy", digits_rows)
+    out = tmp_path / f"out{suffix}"
+    r = run("assign", reference_bundle, tmp_path / "in.npy", "-o", out, "--batch-size", "50", "-q")
+    assert r.exit_code == 0, r.output
+    assert "scored 300 rows" in r.output
+    expected = Assigner.load(reference_bundle).assign(digits_rows).labels
+    if suffix == ".parquet":
+        got = pq.read_table(out)["label"].to_numpy()
+    elif suffix == ".npy":
+        got = np.load(out)["label"]
+    else:
+        import pyarrow.csv as pcsv
+
+        got = pcsv.read_csv(out)["label"].to_numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_assign_soft_and_embeddings_columns(tmp_path, reference_bundle, digits_rows):
+    np.save(tmp_path / "in.npy", digits_rows)
+    r = run("assign", reference_bundle, tmp_path / "in.npy", "-o", tmp_path / "o.parquet", "--soft", "--embeddings")
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(tmp_path / "o.parquet")
+    assert t.column_names == ["label", "distance", "soft", "embedding"]
+    soft = np.stack(t["soft"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-5)
+
+
+def test_assign_reads_parquet_and_idx(tmp_path, reference_bundle, digits_rows):
+    from ..conftest import write_idx
+
+    expected = Assigner.load(reference_bundle).assign(digits_rows).labels
+    pq.write_table(pa.table({f"c{j}": digits_rows[:, j] for j in range(64)}), tmp_path / "in.parquet")
+    write_idx(tmp_path / "in-idx3-ubyte.gz", digits_rows.reshape(-1, 8, 8).astype(np.uint8), gz=True)
+    for src in ("in.parquet", "in-idx3-ubyte.gz"):
+        r = run("assign", reference_bundle, tmp_path / src, "-o", tmp_path / f"{src}.npy")
+        assert r.exit_code == 0, r.output
+        np.testing.assert_array_equal(np.load(tmp_path / f"{src}.npy")["label"], expected)
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+def _assign_fails(tmp_path, bundle, src, *fragments, out_name="out.parquet"):
+    out = tmp_path / out_name
+    r = run("assign", bundle, src, "-o", out)
+    _one_line_error(r, *fragments)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_wrong_feature_count(tmp_path, reference_bundle):
+    np.save(tmp_path / "in.npy", np.zeros((10, 784), np.float32))
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.npy", "in.npy", "rows have 784 values",
+                  "the model expects 64")
+
+
+def test_wrong_image_shape(tmp_path, reference_bundle):
+    np.save(tmp_path / "in.npy", np.zeros((10, 28, 28), np.uint8))
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.npy", "in.npy", "sample shape 8x8")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_a_later_batch(tmp_path, reference_bundle, digits_rows, bad):
+    x = np.tile(digits_rows, (30, 1))  # 9,000 rows: the bad row is in the third batch
+    x[8500, 3] = bad
+    np.save(tmp_path / "in.npy", x)
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.npy", "in.npy", "row 8500 holds NaN")
+
+
+def test_non_numeric_column(tmp_path, reference_bundle, digits_rows):
+    cols = {f"c{j}": digits_rows[:, j] for j in range(63)}
+    cols["c63"] = ["x"] * len(digits_rows)
+    pq.write_table(pa.table(cols), tmp_path / "in.parquet")
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.parquet", "in.parquet", "column 'c63' is string")
+
+
+def test_empty_input(tmp_path, reference_bundle):
+    np.save(tmp_path / "in.npy", np.zeros((0, 64), np.float32))
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.npy", "in.npy", "empty input")
+    (tmp_path / "in.csv").write_text("")
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.csv", "in.csv", "not a readable CSV")
+
+
+def test_truncated_and_unreadable_files(tmp_path, reference_bundle, digits_rows):
+    np.save(tmp_path / "in.npy", digits_rows)
+    data = (tmp_path / "in.npy").read_bytes()
+    (tmp_path / "in.npy").write_bytes(data[: len(data) - 1000])
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "in.npy", "in.npy", "truncated")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 definitely not parquet")
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "junk.parquet", "junk.parquet", "not a readable Parquet")
+    _assign_fails(tmp_path, reference_bundle, tmp_path / "missing.npy", "missing.npy", "no such file")
+
+
+def test_truncated_gzipped_idx(tmp_path, reference_bundle, digits_rows):
+    from ..conftest import write_idx
+
+    p = write_idx(tmp_path / "in-idx3-ubyte.gz", np.tile(digits_rows, (40, 1)).reshape(-1, 8, 8), gz=True)
+    p.write_bytes(p.read_bytes()[:4000])
+    _assign_fails(tmp_path, reference_bundle, p, "in-idx3-ubyte.gz", "truncated")
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path, reference_bundle, digits_rows):
+    np.save(tmp_path / "in.npy", digits_rows)
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"keep me")
+    r = run("assign", reference_bundle, tmp_path / "in.npy", "-o", out)
+    _one_line_error(r, "out.parquet", "already exists", "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    r = run("assign", reference_bundle, tmp_path / "in.npy", "-o", out, "--overwrite")
+    assert r.exit_code == 0 and pq.read_table(out).num_rows == len(digits_rows)
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered", "corrupt_manifest"])
+def test_damaged_bundle(tmp_path, bundle_copy, digits_rows, damage):
+    np.save(tmp_path / "in.npy", digits_rows)
+    if damage == "missing":
+        (bundle_copy / "encoder.onnx").unlink()
+        expect = ("encoder.onnx", "missing")
+    elif damage == "altered":
+        c = np.load(bundle_copy / "centroids.npy")
+        np.save(bundle_copy / "centroids.npy", c + 1)
+        expect = ("centroids.npy", "checksum mismatch")
+    else:
+        (bundle_copy / "manifest.json").write_text("{")
+        expect = ("manifest.json", "unreadable manifest")
+    _assign_fails(tmp_path, bundle_copy, tmp_path / "in.npy", *expect)
+
+
+def test_debug_shows_the_traceback(tmp_path, reference_bundle):
+    r = runner.invoke(app, ["--debug", "assign", str(reference_bundle), str(tmp_path / "no.npy"), "-o",
+                            str(tmp_path / "o.parquet")])
+    assert r.exit_code != 0 and r.exception is not None and "no such file" in str(r.exception)
+
+
+def test_inspect_shows_and_verifies(reference_bundle, bundle_copy):
+    r = run("inspect", reference_bundle, "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    assert m["k"] == 10 and m["input"]["n_features"] == 64 and "encoder.onnx" in m["files"]
+    r = run("inspect", reference_bundle)
+    assert r.exit_code == 0 and "checksums verified" in r.output
+    (bundle_copy / "encoder.onnx").write_bytes(b"x")
+    _one_line_error(run("inspect", bundle_copy), "encoder.onnx", "checksum mismatch")
+
+
+def test_help_reads_for_every_command():
+    for cmd in ("train", "assign", "evaluate", "inspect", "demo"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "Usage" in r.output

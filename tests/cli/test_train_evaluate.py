@@ -1,0 +1,72 @@
+"""`deepclust train` and `evaluate` end to end on a tiny data set."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+from deepclust.cli.main import app  # noqa: E402
+
+runner = CliRunner()
+FAST = ["--hidden", "32,32", "--latent-dim", "3", "--epochs", "10", "--batch-size", "32", "--n-init", "3", "-q"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 4, (3, 12))
+    y = np.repeat(np.arange(3), 60)
+    np.savez(d / "blobs.npz", x=(centers[y] + rng.normal(0, 1, (180, 12))).astype(np.float32), y=y)
+    return d / "blobs.npz"
+
+
+def test_train_json_then_evaluate_gives_the_same_scores(tmp_path, data):
+    r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), "--json", *FAST])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["k"] == 3  # inferred from the labels
+    assert result["checks"]["label_agreement"] >= 0.999
+    assert set(result["timings"]) >= {"pretrain_seconds", "cluster_seconds", "export_seconds"}
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "b"), str(data), "--json"])
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.output)["metrics"]
+    assert scores["acc"] == pytest.approx(result["metrics"]["acc"], abs=1e-3)
+
+
+def test_train_refuses_existing_out_before_training(tmp_path, data):
+    (tmp_path / "b").mkdir()
+    r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), *FAST])
+    assert r.exit_code == 1 and "already exists (pass --overwrite" in r.output
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_unknown_data_set_name(tmp_path):
+    r = runner.invoke(app, ["train", "--data", "imagenet-42", "--out", str(tmp_path / "b"), *FAST])
+    assert r.exit_code == 1
+    assert r.output.startswith("error: imagenet-42: unknown data set")
+    assert not (tmp_path / "b").exists()
+
+
+def test_unlabelled_data_needs_k(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((50, 4)).astype(np.float32))
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "b"), *FAST])
+    assert r.exit_code == 1 and "--k is required" in r.output
+
+
+def test_training_data_with_nan_is_refused(tmp_path):
+    x = np.random.default_rng(0).random((50, 4)).astype(np.float32)
+    x[7, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "x.npy"), "--k", "2", "--out", str(tmp_path / "b"),
+                            *FAST])
+    assert r.exit_code == 1 and "x.npy: row 7 holds NaN" in " ".join(r.output.split())
+    assert not (tmp_path / "b").exists()
+
+
+def test_evaluate_without_labels(tmp_path, reference_bundle):
+    np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
+    r = runner.invoke(app, ["evaluate", str(reference_bundle), str(tmp_path / "x.npy")])
+    assert r.exit_code == 1 and "has no labels" in r.output

@@ -1,0 +1,107 @@
+"""The Assigner against independent numpy computations (no torch)."""
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from deepclust.runtime import Assigner, InputError
+from deepclust.runtime.bundle import load_bundle
+
+
+@pytest.fixture(scope="module")
+def assigner(reference_bundle):
+    return Assigner.load(reference_bundle, device="cpu")
+
+
+def _reference_embeddings(bundle_path, x):
+    """Preprocess by the manifest and run the ONNX encoder directly."""
+    b = load_bundle(bundle_path)
+    pre = b.manifest.preprocessing
+    xp = ((x.reshape(len(x), -1).astype(np.float32) - np.float32(pre.offset)) * np.float32(pre.scale))
+    sess = ort.InferenceSession(str(b.encoder_path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: xp})[0], b.centroids
+
+
+def test_labels_are_the_nearest_centroid(assigner, reference_bundle, digits_rows):
+    z, c = _reference_embeddings(reference_bundle, digits_rows)
+    d2 = ((z[:, None, :] - c[None]) ** 2).sum(-1)
+    r = assigner.assign(digits_rows, embeddings=True)
+    np.testing.assert_allclose(r.embeddings, z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(r.labels, d2.argmin(1))
+    np.testing.assert_allclose(r.distances, d2.min(1), rtol=1e-4, atol=1e-4)
+    assert r.labels.dtype == np.int32 and r.distances.dtype == np.float32
+
+
+def test_soft_assignment_is_the_student_t_kernel(assigner, reference_bundle, digits_rows):
+    z, c = _reference_embeddings(reference_bundle, digits_rows)
+    q = 1.0 / (1.0 + ((z[:, None, :] - c[None]) ** 2).sum(-1))
+    q /= q.sum(1, keepdims=True)
+    r = assigner.assign(digits_rows, soft=True)
+    np.testing.assert_allclose(r.soft, q, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(r.soft.argmax(1), r.labels)
+
+
+def test_input_is_not_modified(assigner, digits_rows):
+    x = digits_rows.copy()
+    assigner.assign(x)
+    np.testing.assert_array_equal(x, digits_rows)
+
+
+def test_image_shaped_rows_and_a_single_row(assigner, digits_rows):
+    flat = assigner.assign(digits_rows).labels
+    np.testing.assert_array_equal(assigner.assign(digits_rows.reshape(-1, 8, 8)).labels, flat)
+    assert assigner.assign(digits_rows[0]).labels.tolist() == [flat[0]]
+
+
+def test_batching_does_not_change_results(reference_bundle, digits_rows):
+    small = Assigner.load(reference_bundle, device="cpu", batch_size=7)
+    big = Assigner.load(reference_bundle, device="cpu", batch_size=4096)
+    np.testing.assert_array_equal(small.assign(digits_rows).labels, big.assign(digits_rows).labels)
+
+
+def test_streaming_equals_in_memory(assigner, digits_rows):
+    whole = assigner.assign(digits_rows)
+    parts = list(assigner.assign_batches(np.array_split(digits_rows, 5)))
+    np.testing.assert_array_equal(np.concatenate([p.labels for p in parts]), whole.labels)
+
+
+def test_wrong_feature_count(assigner):
+    with pytest.raises(InputError, match=r"rows have 10 values, the model expects 64 \(sample shape 8x8\)"):
+        assigner.assign(np.zeros((4, 10)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_values(assigner, digits_rows, bad):
+    x = digits_rows.copy()
+    x[5, 3] = bad
+    with pytest.raises(InputError, match="row 5 holds NaN, Inf"):
+        assigner.assign(x)
+
+
+def test_empty_and_non_numeric(assigner):
+    with pytest.raises(InputError, match="empty input"):
+        assigner.assign(np.zeros((0, 64)))
+    with pytest.raises(InputError, match="not numeric"):
+        assigner.assign(np.array([["a"] * 64]))
+
+
+def test_thread_safe_scoring(assigner, digits_rows):
+    expected = assigner.assign(digits_rows).labels
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(assigner.assign(digits_rows).labels)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 20
+    assert all(np.array_equal(r, expected) for r in results)

@@ -1,0 +1,142 @@
+"""Streaming readers: same values as a full load, bounded buffers, clear errors."""
+
+import gzip
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deepclust.runtime.errors import InputError
+from deepclust.runtime.readers import open_reader, read_idx
+
+from ..conftest import write_idx
+
+
+def _read_all(reader, batch_rows=7):
+    return np.concatenate([b.values.copy() for b in reader.batches(batch_rows)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int16])
+def test_npy_batches_equal_the_array(tmp_path, dtype):
+    x = (np.arange(50 * 6).reshape(50, 6) % 120).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    r = open_reader(tmp_path / "x.npy")
+    assert r.n_rows == 50 and r.sample_shape == (6,)
+    np.testing.assert_array_equal(_read_all(r), x.astype(np.float32))
+
+
+def test_npy_image_rows_are_flattened(tmp_path):
+    x = np.random.default_rng(0).random((10, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = open_reader(tmp_path / "x.npy")
+    assert r.sample_shape == (4, 4) and r.n_values == 16
+    np.testing.assert_array_equal(_read_all(r, 3), x.reshape(10, 16))
+
+
+def test_npy_reader_reuses_one_buffer(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((100, 4), np.float32))
+    bases = {b.values.__array_interface__["data"][0] for b in open_reader(tmp_path / "x.npy").batches(10)}
+    assert len(bases) == 1
+
+
+def test_truncated_npy_is_detected_at_open(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((100, 8), np.float32))
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(data[:-100])
+    with pytest.raises(InputError, match=r"x.npy: truncated: the header says 100 rows, the file holds 96"):
+        open_reader(tmp_path / "x.npy")
+
+
+def test_nan_is_reported_with_its_row(tmp_path):
+    x = np.ones((30, 3), np.float32)
+    x[17, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(InputError, match="row 17 holds NaN"):
+        _read_all(open_reader(tmp_path / "x.npy"), 5)
+
+
+def test_empty_npy(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((0, 3), np.float32))
+    with pytest.raises(InputError, match="empty input"):
+        _read_all(open_reader(tmp_path / "x.npy"))
+
+
+def test_non_numeric_npy(tmp_path):
+    np.save(tmp_path / "x.npy", np.array([["a", "b"]]))
+    with pytest.raises(InputError, match="not numeric"):
+        open_reader(tmp_path / "x.npy")
+
+
+def test_garbage_file(tmp_path):
+    (tmp_path / "x.npy").write_bytes(b"hello world, not an array")
+    with pytest.raises(InputError, match="x.npy: not a readable .npy file"):
+        open_reader(tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_reader_and_read_idx(tmp_path, gz):
+    x = np.random.default_rng(0).integers(0, 256, (20, 5, 5)).astype(np.uint8)
+    p = write_idx(tmp_path / ("imgs-idx3-ubyte" + (".gz" if gz else "")), x, gz=gz)
+    np.testing.assert_array_equal(read_idx(p), x)
+    r = open_reader(p)
+    assert r.sample_shape == (5, 5)
+    np.testing.assert_array_equal(_read_all(r, 6), x.reshape(20, 25).astype(np.float32))
+
+
+def test_truncated_gzipped_idx(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (200, 10, 10)).astype(np.uint8)
+    p = write_idx(tmp_path / "imgs-idx3-ubyte.gz", x, gz=True)
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+    with pytest.raises(InputError, match="imgs-idx3-ubyte.gz: (corrupt or truncated|truncated in rows)"):
+        _read_all(open_reader(p), 50)
+
+
+def test_parquet_with_label_and_ignored_columns(tmp_path):
+    t = pa.table({"a": [1.0, 2.0, 3.0], "id": ["x", "y", "z"], "b": [4, 5, 6], "y": [0, 1, 0]})
+    pq.write_table(t, tmp_path / "t.parquet", row_group_size=2)
+    r = open_reader(tmp_path / "t.parquet", label_column="y", ignore_columns=["id"])
+    batches = list(r.batches(2))
+    np.testing.assert_array_equal(np.concatenate([b.values for b in batches]), [[1, 4], [2, 5], [3, 6]])
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in batches]), [0, 1, 0])
+
+
+def test_parquet_selects_feature_names_in_model_order(tmp_path):
+    pq.write_table(pa.table({"b": [1.0, 2.0], "a": [3.0, 4.0], "extra": ["p", "q"]}), tmp_path / "t.parquet")
+    r = open_reader(tmp_path / "t.parquet", feature_names=["a", "b"])
+    np.testing.assert_array_equal(_read_all(r), [[3, 1], [4, 2]])
+    with pytest.raises(InputError, match="missing feature columns the model expects: c"):
+        open_reader(tmp_path / "t.parquet", feature_names=["a", "c"])
+
+
+def test_non_numeric_column_is_named(tmp_path):
+    (tmp_path / "t.csv").write_text("a,name\n1,foo\n2,bar\n")
+    with pytest.raises(InputError, match=r"t.csv: column 'name' is string, not numeric"):
+        open_reader(tmp_path / "t.csv")
+
+
+def test_csv_reads_later_floats_in_an_integer_column(tmp_path):
+    rows = "\n".join(f"{i},{i * 2}" for i in range(5)) + "\n1.5,2\n"
+    (tmp_path / "t.csv").write_text("a,b\n" + rows)
+    x = _read_all(open_reader(tmp_path / "t.csv"))
+    assert x.shape == (6, 2) and x[-1, 0] == 1.5
+
+
+def test_csv_missing_value_is_an_error(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,\n")
+    with pytest.raises(InputError, match="row 1 holds NaN, Inf or a missing value"):
+        _read_all(open_reader(tmp_path / "t.csv"))
+
+
+def test_empty_csv(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="empty input"):
+        _read_all(open_reader(tmp_path / "t.csv"))
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    (tmp_path / "x.txt").write_text("1 2 3")
+    with pytest.raises(InputError, match="unknown input format"):
+        open_reader(tmp_path / "x.txt")
+    with pytest.raises(InputError, match="no such file"):
+        open_reader(tmp_path / "nope.npy")

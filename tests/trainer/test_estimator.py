@@ -1,0 +1,104 @@
+"""Training on small data: it learns, it is deterministic, and its bundle scores the same."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from deepclust.runtime import Assigner  # noqa: E402
+from deepclust.runtime.bundle import GAUSSIAN_MIXTURE, load_bundle  # noqa: E402
+from deepclust.runtime.errors import DeepclustError  # noqa: E402
+from deepclust.trainer.estimator import DeepClustering  # noqa: E402
+
+
+def blobs(n=300, d=20, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 4, (k, d))
+    y = np.repeat(np.arange(k), n // k)
+    return (centers[y] + rng.normal(0, 1, (len(y), d))).astype(np.float32), y
+
+
+def small(**kw):
+    params = dict(hidden=(32, 32), latent_dim=3, epochs=15, batch_size=32, n_init=5, device="cpu")
+    params.update(kw)
+    return DeepClustering(3, **params)
+
+
+def test_learns_separable_clusters():
+    x, y = blobs()
+    m = small().fit(x, y)
+    assert m.metrics_["acc"] > 0.95
+    assert m.history_[-1]["loss"] < m.history_[0]["loss"]
+    assert m.cluster_centers_.shape == (3, 3) and m.labels_.shape == (300,)
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    x, _ = blobs()
+    a, b, c = small(seed=1).fit(x), small(seed=1).fit(x), small(seed=2).fit(x)
+    for pa_, pb in zip(a.autoencoder_.parameters(), b.autoencoder_.parameters()):
+        assert torch.equal(pa_, pb)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert not torch.equal(next(a.autoencoder_.parameters()), next(c.autoencoder_.parameters()))
+
+
+def test_fit_does_not_disturb_the_global_torch_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    small(epochs=1).fit(blobs()[0])
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_bundle_reproduces_trainer_assignments(tmp_path, method):
+    x, y = blobs()
+    m = small(method=method).fit(x, y)
+    path = m.save(tmp_path / "b")
+    checks = load_bundle(path).manifest.checks
+    assert checks["label_agreement"] >= 0.999 and checks["embedding_max_rel_error"] < 1e-3
+    runtime = Assigner.load(path)
+    assert np.mean(runtime.assign(x).labels == m.labels_) >= 0.999
+    np.testing.assert_allclose(runtime.embed(x), m.transform(x), rtol=1e-4, atol=1e-4)
+    if method == "gmm":
+        assert load_bundle(path).manifest.assignment == GAUSSIAN_MIXTURE
+
+
+def test_preprocessing_travels_with_the_bundle(tmp_path):
+    from deepclust.runtime.preprocessing import Preprocessing
+
+    x, y = blobs()
+    raw = (x * 100 + 500).astype(np.float32)  # the runtime must undo this itself
+    pre = Preprocessing(offset=500.0, scale=0.01)
+    m = small().fit(raw, y, preprocessing=pre)
+    path = m.save(tmp_path / "b")
+    assert np.mean(Assigner.load(path).assign(raw).labels == m.labels_) >= 0.999
+
+
+def test_parameter_errors_name_the_rule():
+    x, _ = blobs(n=30)
+    with pytest.raises(DeepclustError, match="n_samples=2 should be >= n_clusters=3"):
+        small().fit(x[:2])
+    with pytest.raises(DeepclustError, match="method='dbscan' should be one of kmeans, gmm"):
+        small(method="dbscan").fit(x)
+    with pytest.raises(DeepclustError, match="epochs=0 should be an integer >= 1"):
+        small(epochs=0).fit(x)
+
+
+def test_save_refuses_existing_bundle(tmp_path):
+    x, _ = blobs()
+    m = small(epochs=2).fit(x)
+    m.save(tmp_path / "b")
+    with pytest.raises(DeepclustError, match="already exists"):
+        m.save(tmp_path / "b")
+
+
+def test_manifest_records_method_versions_and_metrics(tmp_path):
+    x, y = blobs()
+    m = small(epochs=3).fit(x, y)
+    manifest = json.loads((m.save(tmp_path / "b") / "manifest.json").read_text())
+    assert manifest["method"]["name"] == "autoencoder+kmeans"
+    assert manifest["method"]["params"]["hidden"] == [32, 32]
+    assert manifest["metrics"]["acc"] == pytest.approx(m.metrics_["acc"])
+    assert {"torch", "onnxruntime", "numpy"} <= set(manifest["versions"])

@@ -1,0 +1,41 @@
+"""Dense autoencoder (DEC's d-500-500-2000-latent by default): the encoder is what ships."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _mlp(widths: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them and none after the last: an unbounded output."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DenseAutoencoder(nn.Module):
+    """``encoder``: (n, n_features) -> (n, latent_dim); ``decoder`` mirrors it.
+
+    Parameters
+    ----------
+    n_features : int
+        Values per input row.
+    hidden : sequence of int, default (500, 500, 2000)
+        Encoder widths between the input and the latent layer (the decoder reverses them).
+    latent_dim : int, default 10
+    """
+
+    def __init__(self, n_features: int, hidden: Sequence[int] = (500, 500, 2000), latent_dim: int = 10):
+        super().__init__()
+        widths = [n_features, *hidden, latent_dim]
+        self.encoder = _mlp(widths)
+        self.decoder = _mlp(widths[::-1])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        return z, self.decoder(z)

@@ -1,0 +1,280 @@
+"""Training data: named data sets (downloaded and checksummed when missing) and local files.
+
+A data set on the CLI is either a name (``mnist``, ``fashion-mnist``, ``kmnist``, ``digits``)
+resolved in a data directory, or a path: .npy/.npz, .parquet, .csv, an IDX file, a folder of
+IDX files, or a folder of PNG/JPEG images (class sub-folders become labels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from deepclust.runtime.errors import InputError
+from deepclust.runtime.preprocessing import Preprocessing
+from deepclust.runtime.readers import check_finite, is_idx, open_reader, read_idx
+
+DATA_ENV = "DEEPCLUST_DATA"
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+IDX_PARTS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    """Where an IDX data set can be downloaded from, and the md5 of each gzipped part."""
+
+    mirrors: tuple[str, ...]
+    md5: dict
+
+
+NAMED = {
+    "mnist": IdxSource(
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        md5={"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+             "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+             "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+             "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"}),
+    "fashion-mnist": IdxSource(
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        md5={"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+             "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+             "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+             "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"}),
+    "kmnist": IdxSource(
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        md5={"train-images-idx3-ubyte": "bdb82020997e1d708af4cf47b453dcf7",
+             "train-labels-idx1-ubyte": "e144d726b3acfaa3e44228e80efcd344",
+             "t10k-images-idx3-ubyte": "5c965bf0a639b31b8f53240b1b52f4d7",
+             "t10k-labels-idx1-ubyte": "7320c461ea6c1c855c0b718fb2a4b134"}),
+}
+DATASET_NAMES = (*NAMED, "digits")
+
+
+@dataclass
+class Dataset:
+    """Rows ``x`` of shape (n, *sample_shape) in their stored dtype (images stay uint8),
+    optional labels ``y`` (n,), and the preprocessing the encoder should be trained behind."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None
+    preprocessing: Preprocessing
+    feature_names: tuple[str, ...] | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.sample_shape))
+
+    def features(self) -> np.ndarray:
+        """Preprocessed float32 rows (n, n_features): exactly what the encoder sees."""
+        x = np.array(self.x.reshape(len(self.x), -1), dtype=np.float32)
+        return self.preprocessing.apply_(x)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "deepclust")
+
+
+def load_dataset(spec: str, *, data_dir: str | os.PathLike | None = None, label_column: str | None = None,
+                 ignore_columns: Sequence[str] = (), feature_names: Sequence[str] | None = None,
+                 download: bool = True) -> Dataset:
+    """Load a named data set or a file/folder path; see the module docstring for the formats.
+
+    ``feature_names`` (tabular files) selects and orders the feature columns, e.g. as a
+    bundle recorded them.
+    """
+    path = Path(spec).expanduser()
+    if spec in NAMED:
+        return _load_named_idx(spec, Path(data_dir) if data_dir else default_data_dir(), download)
+    if spec == "digits":
+        return _load_digits()
+    if path.is_dir():
+        if _find_idx_parts(path):
+            return _load_idx_folder(path, path.name)
+        return _load_image_folder(path)
+    if path.exists():
+        if path.suffix.lower() == ".npz":
+            return _load_npz(path)
+        return _load_table_or_array(path, label_column, ignore_columns, feature_names)
+    if os.sep in spec or "." in Path(spec).name:
+        raise InputError(f"{spec}: no such file or folder")
+    raise InputError(f"{spec}: unknown data set (named data sets: {', '.join(DATASET_NAMES)}; or give a path)")
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)  # 8x8 images with values 0..16
+    return Dataset("digits", x, d.target.astype(np.int64), Preprocessing(scale=1.0 / 16.0))
+
+
+# --- IDX data sets --------------------------------------------------------------------------------
+
+def _find_idx_parts(folder: Path) -> dict | None:
+    found = {}
+    for part in IDX_PARTS:
+        for cand in (folder / f"{part}.gz", folder / part, folder / part.replace("-idx", ".idx")):
+            if cand.is_file():
+                found[part] = cand
+                break
+    return found if len(found) == len(IDX_PARTS) else None
+
+
+def _load_named_idx(name: str, data_dir: Path, download: bool) -> Dataset:
+    for folder in (data_dir / name, data_dir, SYSTEM_DATA_DIR / name):
+        if folder.is_dir() and _find_idx_parts(folder):
+            return _load_idx_folder(folder, name)
+    if not download:
+        raise InputError(f"{name}: not found in {data_dir / name} or {SYSTEM_DATA_DIR / name}")
+    _download_idx(name, NAMED[name], data_dir / name)
+    return _load_idx_folder(data_dir / name, name)
+
+
+def _load_idx_folder(folder: Path, name: str) -> Dataset:
+    parts = _find_idx_parts(folder)
+    x = np.concatenate([read_idx(parts["train-images-idx3-ubyte"]), read_idx(parts["t10k-images-idx3-ubyte"])])
+    y = np.concatenate([read_idx(parts["train-labels-idx1-ubyte"]), read_idx(parts["t10k-labels-idx1-ubyte"])])
+    if len(x) != len(y):
+        raise InputError(f"{folder}: {len(x)} images but {len(y)} labels")
+    return Dataset(name, x, y.astype(np.int64), _image_preprocessing(x))
+
+
+def _download_idx(name: str, source: IdxSource, dest: Path) -> None:
+    """Fetch each part from the first mirror that answers, check its md5, then move it in place."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part, md5 in source.md5.items():
+        target = dest / f"{part}.gz"
+        if target.is_file():
+            continue
+        errors = []
+        for mirror in source.mirrors:
+            url = f"{mirror}{part}.gz"
+            try:
+                _fetch_checked(url, target, md5)
+                break
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                errors.append(f"{url}: {e}")
+        else:
+            raise InputError(f"{name}: download failed and no local copy in {dest} ({'; '.join(errors)[:300]})")
+
+
+def _fetch_checked(url: str, target: Path, md5: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        h = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != md5:
+            raise ValueError(f"checksum mismatch (md5 {h.hexdigest()}, expected {md5})")
+        shutil.move(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _image_preprocessing(x: np.ndarray) -> Preprocessing:
+    return Preprocessing(scale=1.0 / 255.0) if x.dtype == np.uint8 else Preprocessing()
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+def _load_table_or_array(path: Path, label_column, ignore_columns, feature_names=None) -> Dataset:
+    if is_idx(path):  # images keep their stored dtype (uint8: 4x less memory than float32)
+        x = read_idx(path)
+        if len(x) == 0:
+            raise InputError(f"{path}: empty input (no rows)")
+        if x.dtype.kind == "f":
+            check_finite(x.reshape(len(x), -1), path, 0)
+        return Dataset(path.stem, x, None, _image_preprocessing(x))
+    reader = open_reader(path, feature_names=feature_names, label_column=label_column,
+                         ignore_columns=ignore_columns)
+    xs, ys = [], []
+    for batch in reader.batches():
+        xs.append(batch.values.copy())
+        if batch.labels is not None:
+            ys.append(np.asarray(batch.labels).copy())
+    x = np.concatenate(xs).reshape(-1, *reader.sample_shape)
+    y = _encode_labels(np.concatenate(ys)) if ys else None
+    features = getattr(reader, "features", None)
+    if features is not None:
+        return Dataset(path.stem, x, y, _standardize(x), feature_names=tuple(features))
+    return Dataset(path.stem, x, y, Preprocessing())
+
+
+def _load_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            xk = next((k for k in ("x", "X", "data", "features") if k in keys), None)
+            if xk is None:
+                raise InputError(f"{path}: no array named x, X, data or features (found: {', '.join(keys)})")
+            x = z[xk]
+            yk = next((k for k in ("y", "labels", "target") if k in keys), None)
+            y = z[yk] if yk else None
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npz file ({e})") from None
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{path}: array {xk} has dtype {x.dtype}, not numeric")
+    if len(x) == 0:
+        raise InputError(f"{path}: empty input (no rows)")
+    check_finite(x.reshape(len(x), -1), path, 0)
+    return Dataset(path.stem, x, _encode_labels(y) if y is not None else None,
+                   _image_preprocessing(x))
+
+
+def _load_image_folder(folder: Path) -> Dataset:
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - pillow is in the train extra
+        raise ImportError("image folders need Pillow: pip install 'deepclust[train]'") from e
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no PNG or JPEG images and no IDX files")
+    images, labels, shape = [], [], None
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L" if im.mode in ("L", "1", "P", "I;16") else "RGB")
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{f}: unreadable image ({e})") from None
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise InputError(f"{f}: image shape {arr.shape} differs from {shape} (resize images to one size)")
+        images.append(arr)
+        labels.append(f.parent.relative_to(folder).as_posix())
+    x = np.stack(images)
+    y = _encode_labels(np.asarray(labels)) if len(set(labels)) > 1 else None
+    return Dataset(folder.name, x, y, Preprocessing(scale=1.0 / 255.0))
+
+
+def _standardize(x: np.ndarray) -> Preprocessing:
+    """Per-feature z-scores for tabular data (constant columns keep scale 1)."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std[std == 0] = 1.0
+    return Preprocessing(offset=tuple(mean.tolist()), scale=tuple((1.0 / std).tolist()))
+
+
+def _encode_labels(y: np.ndarray) -> np.ndarray:
+    """Any label values (ints, strings) as integer codes 0..c-1."""
+    _, codes = np.unique(np.asarray(y), return_inverse=True)
+    return codes.astype(np.int64)

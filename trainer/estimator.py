@@ -1,0 +1,180 @@
+"""``DeepClustering``: the trainer's estimator (scikit-learn conventions).
+
+Pretrains an autoencoder on reconstruction, fits a clustering head in its latent space, and
+saves everything the runtime needs as a bundle. Learned state ends in ``_``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from deepclust.runtime.errors import DeepclustError, InputError
+from deepclust.runtime.preprocessing import Preprocessing
+
+from .autoencoder import DenseAutoencoder
+from .heads import HEADS
+from .metrics import clustering_scores
+from .pretrain import pretrain_autoencoder
+from .progress import progress_bars
+
+METHODS = tuple(HEADS)
+_EMBED_BATCH = 8192
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeepclustError("device='cuda' but torch sees no GPU (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise DeepclustError(f"device={device!r} should be one of auto, cpu, cuda")
+    return device
+
+
+class DeepClustering:
+    """Autoencoder + clustering head, exportable to a runtime bundle.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+    method : {"kmeans", "gmm"}, default "kmeans"
+        Head fitted on the embedding after pretraining.
+    latent_dim : int, default 10
+    hidden : sequence of int, default (500, 500, 2000)
+        Encoder widths (DEC's); the decoder mirrors them.
+    epochs : int, default 50
+        Pretraining epochs.
+    batch_size : int, default 256
+    lr : float, default 1e-3
+        Adam learning rate.
+    n_init : int, default 20
+        k-means restarts; the lowest inertia wins.
+    seed : int, default 0
+        Seeds weights, shuffling and the head: a fit is deterministic on CPU.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+    verbose : bool, default False
+        Progress bars on stderr.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits                     # doctest: +SKIP
+    >>> x, y = load_digits(return_X_y=True)                          # doctest: +SKIP
+    >>> model = DeepClustering(10, epochs=30).fit(x / 16, y)         # doctest: +SKIP
+    >>> model.metrics_["acc"], model.save("bundle")                  # doctest: +SKIP
+    """
+
+    def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", latent_dim: int = 10,
+                 hidden: Sequence[int] = (500, 500, 2000), epochs: int = 50, batch_size: int = 256,
+                 lr: float = 1e-3, n_init: int = 20, seed: int = 0, device: str = "auto", verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.method = method
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.n_init = n_init
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    _PARAMS = ("n_clusters", "method", "latent_dim", "hidden", "epochs", "batch_size", "lr", "n_init", "seed")
+
+    def get_params(self) -> dict:
+        params = {name: getattr(self, name) for name in self._PARAMS}
+        params["hidden"] = list(params["hidden"])
+        return params
+
+    def _validate_params(self, n_samples: int) -> None:
+        positive = {"n_clusters": self.n_clusters, "latent_dim": self.latent_dim, "epochs": self.epochs,
+                    "batch_size": self.batch_size, "n_init": self.n_init}
+        for name, value in positive.items():
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
+        if self.method not in METHODS:
+            raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
+        if not self.lr > 0:
+            raise DeepclustError(f"lr={self.lr!r} should be > 0")
+        if any(int(w) < 1 for w in self.hidden):
+            raise DeepclustError(f"hidden={list(self.hidden)!r} should hold widths >= 1")
+        if n_samples < self.n_clusters:
+            raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
+
+    def fit(self, X, y=None, *, preprocessing: Preprocessing | None = None,
+            feature_names: Sequence[str] | None = None) -> "DeepClustering":
+        """Fit on raw rows ``X`` of shape (n_samples, *sample_shape).
+
+        ``preprocessing`` is applied before the encoder and stored in the bundle so that the
+        runtime scores raw data the same way; ``y`` (optional) only feeds ``metrics_``.
+        """
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise InputError(f"X has dtype {X.dtype}; it should be numeric")
+        if X.ndim < 2 or len(X) == 0:
+            raise InputError(f"X should have shape (n_samples, n_features) with n_samples >= 1, got {X.shape}")
+        self._validate_params(len(X))
+        self.preprocessing_ = preprocessing or Preprocessing()
+        self.sample_shape_ = tuple(X.shape[1:])
+        self.n_features_in_ = int(np.prod(self.sample_shape_))
+        self.feature_names_ = tuple(feature_names) if feature_names is not None else None
+        self.device_ = resolve_device(self.device)
+        features = self.preprocessing_.apply_(np.array(X.reshape(len(X), -1), dtype=np.float32))
+        if not np.isfinite(features).all():
+            raise InputError("X holds NaN or Inf values")
+
+        timings = {}
+        with torch.random.fork_rng(devices=[]), progress_bars(self.verbose) as progress:
+            torch.manual_seed(self.seed)
+            generator = torch.Generator(device=self.device_).manual_seed(self.seed)
+            x = torch.from_numpy(features).to(self.device_)
+            self.autoencoder_ = DenseAutoencoder(self.n_features_in_, self.hidden, self.latent_dim).to(self.device_)
+            t0 = time.perf_counter()
+            self.history_ = pretrain_autoencoder(self.autoencoder_, x, epochs=self.epochs,
+                                                 batch_size=self.batch_size, lr=self.lr,
+                                                 generator=generator, progress=progress)
+            timings["pretrain_seconds"] = time.perf_counter() - t0
+            timings["seconds_per_epoch"] = timings["pretrain_seconds"] / self.epochs
+
+            t0 = time.perf_counter()
+            task = progress.add_task(f"cluster ({self.method})", total=1, info="")
+            z = self._embed(x)
+            head = HEADS[self.method](z, self.n_clusters, n_init=self.n_init, seed=self.seed)
+            progress.advance(task)
+            timings["cluster_seconds"] = time.perf_counter() - t0
+        self.cluster_centers_ = head.centroids
+        self.labels_ = head.labels
+        self.head_arrays_ = head.arrays
+        self.timings_ = timings
+        self.metrics_ = {"n_samples": int(len(X))}
+        if y is not None:
+            self.metrics_.update(clustering_scores(np.asarray(y), self.labels_))
+        rng = np.random.default_rng(self.seed)
+        from .export import PARITY_ROWS
+
+        idx = np.sort(rng.choice(len(X), size=min(len(X), PARITY_ROWS), replace=False))
+        self._fit_sample, self._fit_sample_labels = X[idx], self.labels_[idx]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Embeddings (n_samples, latent_dim) of raw rows, computed by torch."""
+        x = self.preprocessing_.apply_(np.array(np.asarray(X).reshape(len(X), -1), dtype=np.float32))
+        device = next(self.autoencoder_.parameters()).device
+        return self._embed(torch.from_numpy(x).to(device))
+
+    @torch.no_grad()
+    def _embed(self, x: torch.Tensor) -> np.ndarray:
+        self.autoencoder_.eval()
+        return torch.cat([self.autoencoder_.encoder(x[s:s + _EMBED_BATCH]).cpu()
+                          for s in range(0, len(x), _EMBED_BATCH)]).numpy()
+
+    def save(self, path, *, overwrite: bool = False):
+        """Export to a runtime bundle at ``path`` (verified against the runtime before it lands)."""
+        from .export import export_bundle
+
+        if not hasattr(self, "labels_"):
+            raise DeepclustError("this DeepClustering is not fitted yet; call fit first")
+        return export_bundle(self, path, overwrite=overwrite)
