@@ -11,7 +11,6 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[train,dev]'
 	touch $(STAMP)
 

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,8 +40,18 @@ LabelOption = Annotated[Optional[str], typer.Option(
     "--label-column", help="Tabular data: the column holding ground-truth labels (used for metrics only).")]
 IgnoreOption = Annotated[Optional[list[str]], typer.Option(
     "--ignore-column", help="Tabular data: a column that is not a feature (repeatable).")]
-DeviceOption = Annotated[str, typer.Option(
-    "--device", help="auto (GPU when present), cpu or cuda.")]
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Method(str, Enum):
+    kmeans = "kmeans"
+    gmm = "gmm"
+
+
+DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: auto (GPU when present), cpu or cuda.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
 
 
@@ -114,8 +125,8 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
                                              "classes, when the data has labels.")] = None,
-    method: Annotated[str, typer.Option(help="Clustering head: kmeans or gmm (full-covariance Gaussian mixture).")]
-    = "kmeans",
+    method: Annotated[Method, typer.Option(help="Clustering head on the embedding: k-means, or a full-covariance "
+                                           "Gaussian mixture.")] = Method.kmeans,
     epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
@@ -124,7 +135,7 @@ def train(
     = "500,500,2000",
     n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same model (on CPU).")] = 0,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
@@ -142,8 +153,8 @@ def train(
         if ds.y is None:
             raise DeepclustError(f"{data}: --k is required (the data has no labels to infer it from)")
         k = int(len(set(ds.y.tolist())))
-    model = DeepClustering(k, method=method, latent_dim=latent_dim, hidden=_parse_hidden(hidden), epochs=epochs,
-                           batch_size=batch_size, lr=lr, n_init=n_init, seed=seed, device=device,
+    model = DeepClustering(k, method=method.value, latent_dim=latent_dim, hidden=_parse_hidden(hidden), epochs=epochs,
+                           batch_size=batch_size, lr=lr, n_init=n_init, seed=seed, device=device.value,
                            verbose=not (quiet or as_json))
     model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names)
     import time
@@ -155,10 +166,10 @@ def train(
 
     checks = load_bundle(path).manifest.checks
     if as_json:
-        print(json.dumps({"bundle": str(path), "data": data, "k": k, "method": method, "device": model.device_,
+        print(json.dumps({"bundle": str(path), "data": data, "k": k, "method": method.value, "device": model.device_,
                           "metrics": model.metrics_, "timings": timings, "checks": checks}))
         return
-    _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method}", model.metrics_)
+    _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method.value}", model.metrics_)
     out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['seconds_per_epoch']:.2f}s/epoch on "
               f"{model.device_}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
               f"runtime parity: labels agree on {checks['label_agreement']:.2%} of {checks['parity_rows']} rows")
@@ -174,7 +185,7 @@ def assign(
     soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).")] = False,
     embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 4096,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
@@ -187,7 +198,7 @@ def assign(
     from deepclust.runtime import Assigner, score_file
 
     _refuse_existing(output, overwrite, "output")
-    assigner = Assigner.load(model, device=device, batch_size=batch_size)
+    assigner = Assigner.load(model, device=device.value, batch_size=batch_size)
     with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
         task = progress.add_task("assign", total=None)
@@ -206,7 +217,7 @@ def evaluate(
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
     as_json: JsonOption = False,
 ):
     """Score labelled DATA with a bundle and report ACC, NMI, ARI and V-measure.
@@ -219,7 +230,7 @@ def evaluate(
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.metrics import clustering_scores
 
-    assigner = Assigner.load(model, device=device)
+    assigner = Assigner.load(model, device=device.value)
     ds = load_dataset(data, data_dir=data_dir, label_column=label_column, ignore_columns=ignore_column or (),
                       feature_names=assigner.manifest.input.feature_names)
     if ds.y is None:

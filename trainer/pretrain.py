@@ -13,13 +13,23 @@ import torch
 from torch import nn
 
 
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch has it: on 2 CPU cores the default
+    multi-tensor step takes a quarter of each DEC-size training step (7.5 vs 10.2 s/epoch)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def pretrain_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
                          generator: torch.Generator, progress=None) -> list[dict]:
     """Train ``model`` (returning (z, x_hat)) to reconstruct ``x`` with MSE and Adam.
 
     Returns one record per epoch: ``{"epoch", "loss", "seconds"}``.
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = make_adam(model.parameters(), lr)
     n = len(x)
     steps = (n + batch_size - 1) // batch_size
     task = progress.add_task("pretrain", total=epochs * steps, info="") if progress else None

@@ -179,3 +179,15 @@ def test_help_reads_for_every_command():
     for cmd in ("train", "assign", "evaluate", "inspect", "demo"):
         r = run(cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_corrupt_encoder_with_a_matching_checksum(tmp_path, bundle_copy, digits_rows):
+    # A bundle re-stamped after damage passes the checksums but still must not load silently.
+    import hashlib
+
+    (bundle_copy / "encoder.onnx").write_bytes(b"\x08\x07garbage, not a protobuf model")
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["files"]["encoder.onnx"] = hashlib.sha256((bundle_copy / "encoder.onnx").read_bytes()).hexdigest()
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    np.save(tmp_path / "in.npy", digits_rows)
+    _assign_fails(tmp_path, bundle_copy, tmp_path / "in.npy", "encoder.onnx", "onnxruntime cannot load the model")
