@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/deepclust demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/pytest -q
 
 # Rebuilds the reference bundle the tests score with (models/digits).
 reference-bundle: $(STAMP)

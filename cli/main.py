@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -49,6 +50,8 @@ class Device(str, Enum):
 class Method(str, Enum):
     kmeans = "kmeans"
     gmm = "gmm"
+    dec = "dec"
+    idec = "idec"
 
 
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: auto (GPU when present), cpu or cuda.")]
@@ -125,15 +128,22 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
                                              "classes, when the data has labels.")] = None,
-    method: Annotated[Method, typer.Option(help="Clustering head on the embedding: k-means, or a full-covariance "
-                                           "Gaussian mixture.")] = Method.kmeans,
+    method: Annotated[Method, typer.Option(help="Clustering head: k-means or a full-covariance Gaussian mixture on "
+                                           "the embedding; dec / idec fine-tune encoder and centroids from k-means "
+                                           "(DEC's KL loss; IDEC adds 0.1 x reconstruction).")] = Method.kmeans,
     epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
     latent_dim: Annotated[int, typer.Option(min=1, help="Embedding size.")] = 10,
     hidden: Annotated[str, typer.Option(help="Encoder widths, comma-separated (decoder mirrors them).")]
     = "500,500,2000",
+    normalize: Annotated[bool, typer.Option(help="L2-normalise the embedding before clustering (exported with the "
+                                            "encoder); k-means then compares directions.")] = True,
     n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
+    update_interval: Annotated[int, typer.Option(min=1, help="dec/idec: batches between target updates.")] = 140,
+    tol: Annotated[float, typer.Option(min=0.0, max=1.0, help="dec/idec: stop when fewer than this fraction of "
+                                       "labels change between updates.")] = 0.001,
+    max_iter: Annotated[int, typer.Option(min=1, help="dec/idec: most fine-tuning batches.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same model (on CPU).")] = 0,
     device: DeviceOption = Device.auto,
     data_dir: DataDirOption = None,
@@ -154,11 +164,10 @@ def train(
             raise DeepclustError(f"{data}: --k is required (the data has no labels to infer it from)")
         k = int(len(set(ds.y.tolist())))
     model = DeepClustering(k, method=method.value, latent_dim=latent_dim, hidden=_parse_hidden(hidden), epochs=epochs,
-                           batch_size=batch_size, lr=lr, n_init=n_init, seed=seed, device=device.value,
+                           batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
+                           update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
                            verbose=not (quiet or as_json))
     model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names)
-    import time
-
     t0 = time.perf_counter()
     path = model.save(out_dir, overwrite=overwrite)
     timings = {**model.timings_, "export_seconds": time.perf_counter() - t0}
@@ -289,8 +298,6 @@ def demo(
     rows: Annotated[int, typer.Option(min=1, help="Rows to score for the throughput figure.")] = 200_000,
 ):
     """Train on scikit-learn's digits, export a bundle, score with the runtime, print the numbers."""
-    import time
-
     import numpy as np
 
     from deepclust.runtime import Assigner, score_file

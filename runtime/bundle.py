@@ -240,6 +240,11 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         )
     if manifest.assignment not in (NEAREST_CENTROID, GAUSSIAN_MIXTURE):
         raise BundleError(f"{manifest_path}: unknown assignment rule {manifest.assignment!r}")
+    if manifest.assignment == GAUSSIAN_MIXTURE:
+        k, d = manifest.k, manifest.latent_dim
+        for name, shape in ((GMM_WEIGHTS, (k,)), (GMM_PRECISIONS_CHOLESKY, (k, d, d))):
+            if name not in arrays or arrays[name].shape != shape:
+                raise BundleError(f"{path / name}: a Gaussian-mixture bundle needs this array of shape {shape}")
     _warn_if_newer(manifest)
     return Bundle(path=path, manifest=manifest, centroids=centroids, arrays=arrays)
 

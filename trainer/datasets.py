@@ -193,6 +193,14 @@ def _image_preprocessing(x: np.ndarray) -> Preprocessing:
     return Preprocessing(scale=1.0 / 255.0) if x.dtype == np.uint8 else Preprocessing()
 
 
+def _array_preprocessing(x: np.ndarray) -> Preprocessing:
+    """uint8 arrays are images (scaled to [0, 1]); other 2-D arrays are tables (z-scored);
+    other arrays (float images) are used as they are."""
+    if x.dtype == np.uint8 or x.ndim > 2:
+        return _image_preprocessing(x)
+    return _standardize(x)
+
+
 # --- files ------------------------------------------------------------------------------------------
 
 def _load_table_or_array(path: Path, label_column, ignore_columns, feature_names=None) -> Dataset:
@@ -203,6 +211,16 @@ def _load_table_or_array(path: Path, label_column, ignore_columns, feature_names
         if x.dtype.kind == "f":
             check_finite(x.reshape(len(x), -1), path, 0)
         return Dataset(path.stem, x, None, _image_preprocessing(x))
+    if path.name.lower().endswith(".npy"):
+        reader = open_reader(path)  # validates the header and the length before loading
+        x = np.load(path, allow_pickle=False)
+        if x.ndim == 1:
+            x = x[:, None]
+        for s in range(0, len(x), 65536):
+            check_finite(x[s:s + 65536].reshape(-1, reader.n_values), path, s)
+        if len(x) == 0:
+            raise InputError(f"{path}: empty input (no rows)")
+        return Dataset(path.stem, x, None, _array_preprocessing(x))
     reader = open_reader(path, feature_names=feature_names, label_column=label_column,
                          ignore_columns=ignore_columns)
     xs, ys = [], []
@@ -210,12 +228,9 @@ def _load_table_or_array(path: Path, label_column, ignore_columns, feature_names
         xs.append(batch.values.copy())
         if batch.labels is not None:
             ys.append(np.asarray(batch.labels).copy())
-    x = np.concatenate(xs).reshape(-1, *reader.sample_shape)
+    x = np.concatenate(xs)
     y = _encode_labels(np.concatenate(ys)) if ys else None
-    features = getattr(reader, "features", None)
-    if features is not None:
-        return Dataset(path.stem, x, y, _standardize(x), feature_names=tuple(features))
-    return Dataset(path.stem, x, y, Preprocessing())
+    return Dataset(path.stem, x, y, _standardize(x), feature_names=tuple(reader.features))
 
 
 def _load_npz(path: Path) -> Dataset:
@@ -235,8 +250,7 @@ def _load_npz(path: Path) -> Dataset:
     if len(x) == 0:
         raise InputError(f"{path}: empty input (no rows)")
     check_finite(x.reshape(len(x), -1), path, 0)
-    return Dataset(path.stem, x, _encode_labels(y) if y is not None else None,
-                   _image_preprocessing(x))
+    return Dataset(path.stem, x, _encode_labels(y) if y is not None else None, _array_preprocessing(x))
 
 
 def _load_image_folder(folder: Path) -> Dataset:

@@ -15,13 +15,18 @@ import torch
 from deepclust.runtime.errors import DeepclustError, InputError
 from deepclust.runtime.preprocessing import Preprocessing
 
-from .autoencoder import DenseAutoencoder
-from .heads import HEADS
+from torch import nn
+
+from .autoencoder import DenseAutoencoder, L2Normalize
+from .dec import DECConfig, fine_tune
+from .heads import HEADS, HeadResult, fit_kmeans
 from .metrics import clustering_scores
 from .pretrain import pretrain_autoencoder
 from .progress import progress_bars
 
-METHODS = tuple(HEADS)
+# kmeans/gmm fit a head on the pretrained embedding; dec/idec then fine-tune encoder and
+# centroids together (IDEC keeps the reconstruction loss, weight 0.1).
+METHODS = (*HEADS, "dec", "idec")
 _EMBED_BATCH = 8192
 
 
@@ -41,8 +46,10 @@ class DeepClustering:
     Parameters
     ----------
     n_clusters : int, default 10
-    method : {"kmeans", "gmm"}, default "kmeans"
-        Head fitted on the embedding after pretraining.
+    method : {"kmeans", "gmm", "dec", "idec"}, default "kmeans"
+        Head fitted on the embedding after pretraining; "dec" and "idec" start from k-means
+        and fine-tune the encoder and the centroids on DEC's KL loss (IDEC: plus 0.1 x
+        reconstruction).
     latent_dim : int, default 10
     hidden : sequence of int, default (500, 500, 2000)
         Encoder widths (DEC's); the decoder mirrors them.
@@ -51,8 +58,17 @@ class DeepClustering:
     batch_size : int, default 256
     lr : float, default 1e-3
         Adam learning rate.
+    normalize : bool, default True
+        L2-normalise the embedding before the head (part of the exported encoder), so
+        clusters are found among directions; more stable under k-means (see README results).
     n_init : int, default 20
         k-means restarts; the lowest inertia wins.
+    update_interval : int, default 140
+        DEC/IDEC: batches between recomputations of the target distribution.
+    tol : float, default 0.001
+        DEC/IDEC: stop when fewer than this fraction of labels change between updates.
+    max_iter : int, default 20000
+        DEC/IDEC: most fine-tuning batches.
     seed : int, default 0
         Seeds weights, shuffling and the head: a fit is deterministic on CPU.
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -69,7 +85,9 @@ class DeepClustering:
 
     def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", latent_dim: int = 10,
                  hidden: Sequence[int] = (500, 500, 2000), epochs: int = 50, batch_size: int = 256,
-                 lr: float = 1e-3, n_init: int = 20, seed: int = 0, device: str = "auto", verbose: bool = False):
+                 lr: float = 1e-3, normalize: bool = True, n_init: int = 20, update_interval: int = 140,
+                 tol: float = 0.001, max_iter: int = 20_000, seed: int = 0, device: str = "auto",
+                 verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
         self.latent_dim = latent_dim
@@ -77,12 +95,17 @@ class DeepClustering:
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.normalize = normalize
         self.n_init = n_init
+        self.update_interval = update_interval
+        self.tol = tol
+        self.max_iter = max_iter
         self.seed = seed
         self.device = device
         self.verbose = verbose
 
-    _PARAMS = ("n_clusters", "method", "latent_dim", "hidden", "epochs", "batch_size", "lr", "n_init", "seed")
+    _PARAMS = ("n_clusters", "method", "latent_dim", "hidden", "epochs", "batch_size", "lr", "normalize", "n_init",
+               "update_interval", "tol", "max_iter", "seed")
 
     def get_params(self) -> dict:
         params = {name: getattr(self, name) for name in self._PARAMS}
@@ -91,7 +114,8 @@ class DeepClustering:
 
     def _validate_params(self, n_samples: int) -> None:
         positive = {"n_clusters": self.n_clusters, "latent_dim": self.latent_dim, "epochs": self.epochs,
-                    "batch_size": self.batch_size, "n_init": self.n_init}
+                    "batch_size": self.batch_size, "n_init": self.n_init, "update_interval": self.update_interval,
+                    "max_iter": self.max_iter}
         for name, value in positive.items():
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
@@ -99,6 +123,8 @@ class DeepClustering:
             raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
         if not self.lr > 0:
             raise DeepclustError(f"lr={self.lr!r} should be > 0")
+        if not 0 <= self.tol < 1:
+            raise DeepclustError(f"tol={self.tol!r} should be in [0, 1)")
         if any(int(w) < 1 for w in self.hidden):
             raise DeepclustError(f"hidden={list(self.hidden)!r} should hold widths >= 1")
         if n_samples < self.n_clusters:
@@ -142,12 +168,24 @@ class DeepClustering:
                                                  batch_size=self.batch_size, lr=self.lr,
                                                  generator=generator, progress=progress)
             timings["pretrain_seconds"] = time.perf_counter() - t0
+            # What ships: the encoder, plus the projection the head clusters in.
+            self.embedder_ = (nn.Sequential(self.autoencoder_.encoder, L2Normalize()) if self.normalize
+                              else self.autoencoder_.encoder)
             timings["seconds_per_epoch"] = timings["pretrain_seconds"] / self.epochs
 
             t0 = time.perf_counter()
             task = progress.add_task(f"cluster ({self.method})", total=1, info="")
             z = self._embed(x)
-            head = HEADS[self.method](z, self.n_clusters, n_init=self.n_init, seed=self.seed)
+            if self.method in ("dec", "idec"):
+                head = fit_kmeans(z, self.n_clusters, n_init=self.n_init, seed=self.seed)
+                config = DECConfig(gamma=0.1 if self.method == "idec" else 0.0, update_interval=self.update_interval,
+                                   tol=self.tol, max_batches=self.max_iter, batch_size=self.batch_size, lr=self.lr)
+                project = L2Normalize() if self.normalize else nn.Identity()
+                centroids, labels, self.fine_tune_ = fine_tune(self.autoencoder_, project, x, head.centroids,
+                                                               config, generator=generator, progress=progress)
+                head = HeadResult(centroids, labels)
+            else:
+                head = HEADS[self.method](z, self.n_clusters, n_init=self.n_init, seed=self.seed)
             progress.advance(task)
             timings["cluster_seconds"] = time.perf_counter() - t0
         self.cluster_centers_ = head.centroids
@@ -167,13 +205,13 @@ class DeepClustering:
     def transform(self, X) -> np.ndarray:
         """Embeddings (n_samples, latent_dim) of raw rows, computed by torch."""
         x = self.preprocessing_.apply_(np.array(np.asarray(X).reshape(len(X), -1), dtype=np.float32))
-        device = next(self.autoencoder_.parameters()).device
+        device = next(self.embedder_.parameters()).device
         return self._embed(torch.from_numpy(x).to(device))
 
     @torch.no_grad()
     def _embed(self, x: torch.Tensor) -> np.ndarray:
-        self.autoencoder_.eval()
-        return torch.cat([self.autoencoder_.encoder(x[s:s + _EMBED_BATCH]).cpu()
+        self.embedder_.eval()
+        return torch.cat([self.embedder_(x[s:s + _EMBED_BATCH]).cpu()
                           for s in range(0, len(x), _EMBED_BATCH)]).numpy()
 
     def save(self, path, *, overwrite: bool = False):

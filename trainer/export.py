@@ -54,7 +54,7 @@ def export_bundle(model, path, *, overwrite: bool = False) -> Path:
         metrics=dict(model.metrics_),
         versions=runtime_versions(),
     )
-    files = {ENCODER: encoder_to_onnx(model.autoencoder_.encoder, model.n_features_in_),
+    files = {ENCODER: encoder_to_onnx(model.embedder_, model.n_features_in_),
              CENTROIDS: npy_bytes(model.cluster_centers_.astype(np.float32)),
              **{name: npy_bytes(a) for name, a in model.head_arrays_.items()}}
     with tempfile.TemporaryDirectory(prefix="deepclust-export-") as tmp:

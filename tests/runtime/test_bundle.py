@@ -100,3 +100,14 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
     write_bundle(tmp_path / "b", _tiny_manifest(), files)
     with pytest.raises(BundleError, match="centroids.npy: not a readable .npy array"):
         load_bundle(tmp_path / "b")
+
+
+def test_gaussian_mixture_bundle_needs_its_arrays(tmp_path):
+    from deepclust.runtime.bundle import GAUSSIAN_MIXTURE, GMM_WEIGHTS
+
+    m = _tiny_manifest()
+    m.assignment = GAUSSIAN_MIXTURE
+    files = {ENCODER: b"x", CENTROIDS: npy_bytes(np.eye(2, dtype=np.float32)), GMM_WEIGHTS: npy_bytes(np.ones(2))}
+    write_bundle(tmp_path / "b", m, files)
+    with pytest.raises(BundleError, match="gmm_precisions_cholesky.npy: a Gaussian-mixture bundle needs"):
+        load_bundle(tmp_path / "b")

@@ -115,3 +115,13 @@ def test_corrupt_gz_in_named_set(tmp_path):
     p.write_bytes(gzip.compress(p.read_bytes())[:50])
     with pytest.raises(InputError, match="t10k-images-idx3-ubyte.gz"):
         load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_npy_preprocessing_follows_what_the_array_holds(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "img.npy", rng.integers(0, 256, (20, 4, 4)).astype(np.uint8))
+    np.save(tmp_path / "tab.npy", rng.normal(50, 10, (20, 3)))
+    images, table = load_dataset(str(tmp_path / "img.npy")), load_dataset(str(tmp_path / "tab.npy"))
+    assert images.preprocessing.scale == pytest.approx(1 / 255) and images.x.dtype == np.uint8
+    np.testing.assert_allclose(table.features().mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(table.features().std(0), 1, atol=1e-4)

@@ -102,3 +102,14 @@ def test_manifest_records_method_versions_and_metrics(tmp_path):
     assert manifest["method"]["params"]["hidden"] == [32, 32]
     assert manifest["metrics"]["acc"] == pytest.approx(m.metrics_["acc"])
     assert {"torch", "onnxruntime", "numpy"} <= set(manifest["versions"])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_normalisation_is_part_of_the_exported_encoder(tmp_path, normalize):
+    x, y = blobs()
+    m = small(normalize=normalize).fit(x, y)
+    norms = np.linalg.norm(Assigner.load(m.save(tmp_path / "b")).embed(x), axis=1)
+    if normalize:
+        np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    else:
+        assert np.ptp(norms) > 0.1
