@@ -52,6 +52,8 @@ class Method(str, Enum):
     gmm = "gmm"
     dec = "dec"
     idec = "idec"
+    dcn = "dcn"
+    dkm = "dkm"
 
 
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: auto (GPU when present), cpu or cuda.")]
@@ -129,8 +131,10 @@ def train(
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
                                              "classes, when the data has labels.")] = None,
     method: Annotated[Method, typer.Option(help="Clustering head: k-means or a full-covariance Gaussian mixture on "
-                                           "the embedding; dec / idec fine-tune encoder and centroids from k-means "
-                                           "(DEC's KL loss; IDEC adds 0.1 x reconstruction).")] = Method.kmeans,
+                                           "the embedding; dec, idec, dcn and dkm start from k-means and fine-tune "
+                                           "encoder and centroids (DEC's KL loss; IDEC adds 0.1 x reconstruction; "
+                                           "DCN alternates with mini-batch k-means; DKM uses a softmax-weighted "
+                                           "k-means loss).")] = Method.kmeans,
     epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
@@ -140,10 +144,11 @@ def train(
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embedding before clustering (exported with the "
                                             "encoder); k-means then compares directions.")] = True,
     n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
-    update_interval: Annotated[int, typer.Option(min=1, help="dec/idec: batches between target updates.")] = 140,
-    tol: Annotated[float, typer.Option(min=0.0, max=1.0, help="dec/idec: stop when fewer than this fraction of "
-                                       "labels change between updates.")] = 0.001,
-    max_iter: Annotated[int, typer.Option(min=1, help="dec/idec: most fine-tuning batches.")] = 20_000,
+    update_interval: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: batches between label checks "
+                                                 "(and DEC's target updates).")] = 140,
+    tol: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fine-tuning methods: stop when fewer than this "
+                                       "fraction of labels change between checks.")] = 0.001,
+    max_iter: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: most batches.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same model (on CPU).")] = 0,
     device: DeviceOption = Device.auto,
     data_dir: DataDirOption = None,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .finetune import batch_indices, embed_all
 from .pretrain import make_adam
 
 
@@ -59,27 +60,17 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
     identity or the L2 normalisation). Returns (centroids (k, d) float32, labels (n,) of the
     final model, {"batches", "updates", "last_change"}).
     """
-
-    def embed_all() -> torch.Tensor:
-        with torch.no_grad():
-            autoencoder.eval()
-            q = torch.cat([soft_assignment(project(autoencoder.encoder(x[s:s + 8192])), mu, config.alpha)
-                           for s in range(0, n, 8192)])
-            autoencoder.train()
-        return q
-
     mu = nn.Parameter(torch.as_tensor(centroids, dtype=torch.float32, device=x.device).clone())
-    params = list(autoencoder.parameters()) + [mu]
-    opt = make_adam(params, config.lr)
-    n, bs = len(x), config.batch_size
+    opt = make_adam(list(autoencoder.parameters()) + [mu], config.lr)
     task = progress.add_task("fine-tune", total=config.max_batches, info="") if progress else None
+    batches = batch_indices(len(x), config.batch_size, generator, x.device)
     labels_prev, change, updates, batch = None, 1.0, 0, 0
-    order = torch.randperm(n, generator=generator, device=x.device)
-    cursor = 0
+    autoencoder.train()
     while batch < config.max_batches:
         if batch % config.update_interval == 0:
-            q_all = embed_all()
-            p_all = target_distribution(q_all)
+            with torch.no_grad():  # the target is a constant for the steps until the next update
+                q_all = soft_assignment(embed_all(autoencoder, project, x), mu, config.alpha)
+                p_all = target_distribution(q_all)
             labels = q_all.argmax(dim=1)
             updates += 1
             if labels_prev is not None:
@@ -89,10 +80,7 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
                 if change < config.tol:
                     break
             labels_prev = labels
-        if cursor + bs > n:
-            order, cursor = torch.randperm(n, generator=generator, device=x.device), 0
-        idx = order[cursor:cursor + bs]
-        cursor += bs
+        idx = next(batches)
         xb = x[idx]
         z_raw = autoencoder.encoder(xb)
         loss = kl_divergence(p_all[idx], soft_assignment(project(z_raw), mu, config.alpha))
@@ -104,7 +92,9 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
         batch += 1
         if task is not None:
             progress.advance(task)
-    labels = embed_all().argmax(dim=1)  # of the final weights: what the exported bundle assigns
+    # Labels of the final weights: exactly what the exported bundle assigns.
+    with torch.no_grad():
+        labels = soft_assignment(embed_all(autoencoder, project, x), mu, config.alpha).argmax(dim=1)
     autoencoder.eval()
     return mu.detach().cpu().numpy().astype(np.float32), labels.cpu().numpy(), {
         "batches": batch, "updates": updates, "last_change": change}

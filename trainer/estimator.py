@@ -18,15 +18,22 @@ from deepclust.runtime.preprocessing import Preprocessing
 from torch import nn
 
 from .autoencoder import DenseAutoencoder, L2Normalize
-from .dec import DECConfig, fine_tune
+from . import dcn, dec, dkm
 from .heads import HEADS, HeadResult, fit_kmeans
 from .metrics import clustering_scores
 from .pretrain import pretrain_autoencoder
 from .progress import progress_bars
 
-# kmeans/gmm fit a head on the pretrained embedding; dec/idec then fine-tune encoder and
-# centroids together (IDEC keeps the reconstruction loss, weight 0.1).
-METHODS = (*HEADS, "dec", "idec")
+# kmeans/gmm fit a head on the pretrained embedding; the others start from k-means there and
+# fine-tune encoder and centroids together. Each entry: (fine_tune function, config class,
+# fixed config fields).
+FINE_TUNERS = {
+    "dec": (dec.fine_tune, dec.DECConfig, {"gamma": 0.0}),
+    "idec": (dec.fine_tune, dec.DECConfig, {"gamma": 0.1}),
+    "dcn": (dcn.fine_tune, dcn.DCNConfig, {}),
+    "dkm": (dkm.fine_tune, dkm.DKMConfig, {}),
+}
+METHODS = (*HEADS, *FINE_TUNERS)
 _EMBED_BATCH = 8192
 
 
@@ -46,10 +53,11 @@ class DeepClustering:
     Parameters
     ----------
     n_clusters : int, default 10
-    method : {"kmeans", "gmm", "dec", "idec"}, default "kmeans"
-        Head fitted on the embedding after pretraining; "dec" and "idec" start from k-means
-        and fine-tune the encoder and the centroids on DEC's KL loss (IDEC: plus 0.1 x
-        reconstruction).
+    method : {"kmeans", "gmm", "dec", "idec", "dcn", "dkm"}, default "kmeans"
+        Head fitted on the embedding after pretraining. The others start from k-means and
+        fine-tune encoder and centroids: "dec" on DEC's KL loss, "idec" on KL + 0.1 x
+        reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a softmax-weighted
+        k-means loss (alpha 1000).
     latent_dim : int, default 10
     hidden : sequence of int, default (500, 500, 2000)
         Encoder widths (DEC's); the decoder mirrors them.
@@ -64,11 +72,11 @@ class DeepClustering:
     n_init : int, default 20
         k-means restarts; the lowest inertia wins.
     update_interval : int, default 140
-        DEC/IDEC: batches between recomputations of the target distribution.
+        Fine-tuning methods: batches between label checks (and DEC's target updates).
     tol : float, default 0.001
-        DEC/IDEC: stop when fewer than this fraction of labels change between updates.
+        Fine-tuning methods: stop when fewer than this fraction of labels change between checks.
     max_iter : int, default 20000
-        DEC/IDEC: most fine-tuning batches.
+        Fine-tuning methods: most batches.
     seed : int, default 0
         Seeds weights, shuffling and the head: a fit is deterministic on CPU.
     device : {"auto", "cpu", "cuda"}, default "auto"
@@ -176,13 +184,14 @@ class DeepClustering:
             t0 = time.perf_counter()
             task = progress.add_task(f"cluster ({self.method})", total=1, info="")
             z = self._embed(x)
-            if self.method in ("dec", "idec"):
+            if self.method in FINE_TUNERS:
                 head = fit_kmeans(z, self.n_clusters, n_init=self.n_init, seed=self.seed)
-                config = DECConfig(gamma=0.1 if self.method == "idec" else 0.0, update_interval=self.update_interval,
-                                   tol=self.tol, max_batches=self.max_iter, batch_size=self.batch_size, lr=self.lr)
+                run, config_class, fixed = FINE_TUNERS[self.method]
+                config = config_class(update_interval=self.update_interval, tol=self.tol, max_batches=self.max_iter,
+                                      batch_size=self.batch_size, lr=self.lr, **fixed)
                 project = L2Normalize() if self.normalize else nn.Identity()
-                centroids, labels, self.fine_tune_ = fine_tune(self.autoencoder_, project, x, head.centroids,
-                                                               config, generator=generator, progress=progress)
+                centroids, labels, self.fine_tune_ = run(self.autoencoder_, project, x, head.centroids, config,
+                                                         generator=generator, progress=progress)
                 head = HeadResult(centroids, labels)
             else:
                 head = HEADS[self.method](z, self.n_clusters, n_init=self.n_init, seed=self.seed)

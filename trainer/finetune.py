@@ -1,0 +1,32 @@
+"""Pieces shared by the fine-tuning methods (DEC/IDEC, DCN, DKM): an endless stream of
+shuffled mini-batch indices, and the embedding of all rows in inference mode."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+EMBED_CHUNK = 8192
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """Full batches drawn from successive random permutations, forever."""
+    while True:
+        order = torch.randperm(n, generator=generator, device=device)
+        for s in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield order[s:s + batch_size]
+
+
+@torch.no_grad()
+def embed_all(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    was_training = autoencoder.training
+    autoencoder.eval()
+    z = torch.cat([project(autoencoder.encoder(x[s:s + EMBED_CHUNK])) for s in range(0, len(x), EMBED_CHUNK)])
+    autoencoder.train(was_training)
+    return z
+
+
+def nearest(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(z, centroids).argmin(dim=1)
