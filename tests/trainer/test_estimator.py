@@ -113,3 +113,13 @@ def test_normalisation_is_part_of_the_exported_encoder(tmp_path, normalize):
         np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
     else:
         assert np.ptp(norms) > 0.1
+
+
+@pytest.mark.parametrize("method", ["dec", "idec", "dcn", "dkm"])
+def test_fine_tuning_methods_learn_and_export_with_parity(tmp_path, method):
+    x, y = blobs()
+    m = small(method=method, update_interval=20, max_iter=300).fit(x, y)
+    assert m.fine_tune_["batches"] >= 1
+    assert m.metrics_["acc"] > 0.9
+    runtime = Assigner.load(m.save(tmp_path / "b"))
+    assert np.mean(runtime.assign(x).labels == m.labels_) >= 0.999
