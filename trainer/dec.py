@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .finetune import batch_indices, embed_all
+from .finetune import batch_indices, embed_all, nearest
 from .pretrain import make_adam
 
 
@@ -93,8 +93,7 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
         if task is not None:
             progress.advance(task)
     # Labels of the final weights: exactly what the exported bundle assigns.
-    with torch.no_grad():
-        labels = soft_assignment(embed_all(autoencoder, project, x), mu, config.alpha).argmax(dim=1)
+    labels = nearest(embed_all(autoencoder, project, x), mu.detach())  # argmax q is the nearest centroid
     autoencoder.eval()
     return mu.detach().cpu().numpy().astype(np.float32), labels.cpu().numpy(), {
         "batches": batch, "updates": updates, "last_change": change}

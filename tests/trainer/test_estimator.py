@@ -123,3 +123,12 @@ def test_fine_tuning_methods_learn_and_export_with_parity(tmp_path, method):
     assert m.metrics_["acc"] > 0.9
     runtime = Assigner.load(m.save(tmp_path / "b"))
     assert np.mean(runtime.assign(x).labels == m.labels_) >= 0.999
+
+
+def test_export_refuses_a_bundle_that_would_not_reproduce_the_trainer(tmp_path):
+    x, y = blobs()
+    m = small(epochs=3).fit(x, y)
+    m._fit_sample_labels = (m._fit_sample_labels + 1) % 3  # what the runtime will not reproduce
+    with pytest.raises(DeepclustError, match="labels agree on only 0.0000%"):
+        m.save(tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
