@@ -142,7 +142,8 @@ def train(
     hidden: Annotated[str, typer.Option(help="Encoder widths, comma-separated (decoder mirrors them).")]
     = "500,500,2000",
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embedding before clustering (exported with the "
-                                            "encoder); k-means then compares directions.")] = True,
+                                            "encoder); k-means then compares directions. dec/idec/dcn/dkm: only "
+                                            "their starting partition is found on directions.")] = True,
     n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
     update_interval: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: batches between label checks "
                                                  "(and DEC's target updates).")] = 140,
