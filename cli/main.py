@@ -47,6 +47,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    int8 = "int8"
+
+
 class Method(str, Enum):
     kmeans = "kmeans"
     gmm = "gmm"
@@ -57,6 +63,9 @@ class Method(str, Enum):
 
 
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: auto (GPU when present), cpu or cuda.")]
+PrecisionOption = Annotated[Precision, typer.Option(
+    help="Scoring precision: fp32 (exact), int8 (the bundle's calibrated fast pipeline), or auto: int8 when the "
+         "bundle recorded >= 99.5% label agreement with fp32, else fp32.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
 
 
@@ -155,6 +164,10 @@ def train(
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
+    int8: Annotated[bool, typer.Option(help="Also export a statically calibrated int8 scoring pipeline (2-3x "
+                                       "faster on CPU). Its label agreement with fp32 is measured on held-out training "
+                                       "rows and recorded; assign uses it by default only when that is >= 99.5%.")]
+    = True,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -175,7 +188,7 @@ def train(
                            verbose=not (quiet or as_json))
     model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names)
     t0 = time.perf_counter()
-    path = model.save(out_dir, overwrite=overwrite)
+    path = model.save(out_dir, overwrite=overwrite, int8=int8)
     timings = {**model.timings_, "export_seconds": time.perf_counter() - t0}
     from deepclust.runtime.bundle import load_bundle
 
@@ -185,9 +198,12 @@ def train(
                           "metrics": model.metrics_, "timings": timings, "checks": checks}))
         return
     _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method.value}", model.metrics_)
-    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['seconds_per_epoch']:.2f}s/epoch on "
+    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['pretrain_seconds'] / epochs:.2f}s/epoch on "
               f"{model.device_}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
               f"runtime parity: labels agree on {checks['label_agreement']:.2%} of {checks['parity_rows']} rows")
+    if "int8" in checks:
+        out.print(f"int8 pipeline: labels agree with fp32 on {checks['int8']['label_agreement']:.2%} of "
+                  f"{checks['int8']['rows']} held-out rows")
     out.print(f"bundle written to {path}")
 
 
@@ -199,8 +215,10 @@ def assign(
     output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv.")],
     soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).")] = False,
     embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 4096,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows read per batch (bounds memory; the encoder runs in "
+                                            "calls of its own best size).")] = 4096,
     device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
@@ -213,7 +231,7 @@ def assign(
     from deepclust.runtime import Assigner, score_file
 
     _refuse_existing(output, overwrite, "output")
-    assigner = Assigner.load(model, device=device.value, batch_size=batch_size)
+    assigner = Assigner.load(model, device=device.value, precision=precision.value)
     with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
         task = progress.add_task("assign", total=None)
@@ -233,6 +251,7 @@ def evaluate(
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
     device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
     as_json: JsonOption = False,
 ):
     """Score labelled DATA with a bundle and report ACC, NMI, ARI and V-measure.
@@ -245,7 +264,7 @@ def evaluate(
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.metrics import clustering_scores
 
-    assigner = Assigner.load(model, device=device.value)
+    assigner = Assigner.load(model, device=device.value, precision=precision.value)
     ds = load_dataset(data, data_dir=data_dir, label_column=label_column, ignore_columns=ignore_column or (),
                       feature_names=assigner.manifest.input.feature_names)
     if ds.y is None:

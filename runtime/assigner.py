@@ -6,21 +6,30 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from .bundle import (GAUSSIAN_MIXTURE, GMM_PRECISIONS_CHOLESKY, GMM_WEIGHTS, Bundle, Manifest,
-                     load_bundle)
+from .bundle import (ENCODER, GAUSSIAN_MIXTURE, GMM_PRECISIONS_CHOLESKY, GMM_WEIGHTS, NEAREST_CENTROID,
+                     PIPELINE, PIPELINE_INT8, Bundle, Manifest, load_bundle)
 from .errors import InputError
 from .gaussian_mixture import GaussianMixtureRule
 from .readers import check_finite
 from .search import CentroidIndex
-from .session import create_session
+from .session import CUDA, create_session
 
-DEFAULT_BATCH_SIZE = 4096
+# Rows per onnxruntime call. Measured on the DEC-size encoder (benchmarks/throughput.py): calls
+# of 512-2048 rows keep the weights and activations in cache; 16,384-row calls lose ~20%.
+# Larger inputs are cut to this size, so callers never need to tune it.
+log = logging.getLogger("deepclust")
+
+DEFAULT_BATCH_SIZE = 1024
+PRECISIONS = ("auto", "fp32", "int8")
+# The int8 pipeline is used by default only if its labels agree with fp32 at least this often.
+FAST_PATH_MIN_AGREEMENT = 0.995
 
 
 @dataclass
@@ -35,6 +44,20 @@ class Assignment:
     embeddings: np.ndarray | None = None
 
 
+def choose_precision(manifest: Manifest, precision: str = "auto") -> str:
+    """"fp32" or "int8": int8 when asked, or under "auto" when the bundle recorded that its int8
+    pipeline agrees with fp32 on at least FAST_PATH_MIN_AGREEMENT of the rows it was checked on."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} should be one of {', '.join(PRECISIONS)}")
+    has_int8 = PIPELINE_INT8 in manifest.files
+    if precision == "int8" and not has_int8:
+        raise InputError("this bundle has no int8 pipeline (export it with `deepclust train ... --int8`)")
+    if precision == "auto":
+        agreement = manifest.checks.get("int8", {}).get("label_agreement", 0.0)
+        return "int8" if has_int8 and agreement >= FAST_PATH_MIN_AGREEMENT else "fp32"
+    return precision
+
+
 class Assigner:
     """Assign rows to clusters with a verified bundle.
 
@@ -44,8 +67,18 @@ class Assigner:
         From :func:`deepclust.runtime.load_bundle`; or use :meth:`Assigner.load`.
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where the encoder and the search run; "auto" uses CUDA when it is really there.
-    batch_size : int, default 4096
-        Rows per encoder call; bounds memory, whatever the size of ``x``.
+    precision : {"auto", "fp32", "int8"}, default "auto"
+        "auto" takes the bundle's int8 pipeline when its recorded agreement with fp32 meets
+        FAST_PATH_MIN_AGREEMENT, else exact fp32.
+    batch_size : int, default 1024
+        Rows per encoder call; larger inputs are split, so it bounds memory, not the input size.
+    threads : int, optional
+        onnxruntime intra-op threads (default: one per core).
+
+    Bundles with a fused ``pipeline.onnx`` run preprocessing, encoder and nearest centroid in
+    one onnxruntime call; older bundles and Gaussian-mixture bundles run the encoder, then
+    FAISS or the mixture rule. The object is safe to share between threads: onnxruntime's
+    ``run`` and a FAISS search are thread-safe and nothing here mutates shared state.
 
     Examples
     --------
@@ -55,17 +88,28 @@ class Assigner:
     """
 
     def __init__(self, bundle: Bundle, *, device: str = "auto", threads: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto",
+                 io_binding: bool | None = None):
         self.bundle = bundle
         self.batch_size = int(batch_size)
-        self.session = create_session(bundle.encoder_path, device=device, threads=threads)
-        self._input_name = self.session.get_inputs()[0].name
         m = bundle.manifest
+        self.precision = choose_precision(m, precision)
+        pipeline = PIPELINE_INT8 if self.precision == "int8" else PIPELINE
+        self.fused = m.assignment == NEAREST_CENTROID and pipeline in m.files
+        model = bundle.path / (pipeline if self.fused else ENCODER)
+        self.session = create_session(model, device=device, threads=threads)
+        self._input_name = self.session.get_inputs()[0].name
+        # IO binding lets a CUDA session write straight into bound buffers; on CPU it only
+        # adds work, but it can be forced there to test the same code path.
+        self.io_binding = (CUDA in self.session.get_providers()[:1]) if io_binding is None else io_binding
         self._gmm = None
+        self.index = None
         if m.assignment == GAUSSIAN_MIXTURE:
             self._gmm = GaussianMixtureRule(bundle.centroids, bundle.arrays[GMM_WEIGHTS],
                                             bundle.arrays[GMM_PRECISIONS_CHOLESKY])
-        self.index = CentroidIndex(bundle.centroids, device=device)
+        elif not self.fused:
+            self.index = CentroidIndex(bundle.centroids, device=device)
+        log.info("scoring with %s (%s)", model.name, self.precision)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kwargs) -> "Assigner":
@@ -83,6 +127,8 @@ class Assigner:
     def embed(self, x) -> np.ndarray:
         """Encoder output for raw rows ``x`` of shape (n, *sample_shape) or (n, n_features)."""
         x = self._validated_copy(x)
+        if self.fused:
+            return self._run_batched(x, ("z",))[0]
         return self._embed_prepared(x)
 
     def assign(self, x, *, soft: bool = False, embeddings: bool = False) -> Assignment:
@@ -99,6 +145,9 @@ class Assigner:
     # -- hot path: inputs are owned float32 (n, n_features) arrays, already checked ----------
 
     def _assign_prepared(self, x: np.ndarray, soft: bool, embeddings: bool) -> Assignment:
+        """Score raw rows; ``x`` may be overwritten (preprocessed in place)."""
+        if self.fused:
+            return self._assign_fused(x, soft, embeddings)
         z = self._embed_prepared(x)
         if self._gmm is not None:
             maha = self._gmm.mahalanobis(z)
@@ -110,22 +159,39 @@ class Assigner:
             d2 = self.index.all_distances(z)
             labels = d2.argmin(axis=1)
             distances = np.take_along_axis(d2, labels[:, None], axis=1)[:, 0]
-            q = 1.0 / (1.0 + d2)  # Student-t kernel with one degree of freedom (DEC)
-            probs = (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+            probs = student_t(d2)
         else:
             d, i = self.index.search(z, 1)
             labels, distances, probs = i[:, 0], d[:, 0], None
         return Assignment(labels=labels.astype(np.int32), distances=distances.astype(np.float32),
                           soft=probs, embeddings=z if embeddings else None)
 
+    def _assign_fused(self, x: np.ndarray, soft: bool, embeddings: bool) -> Assignment:
+        names = ("label", "distance") + (("distances",) if soft else ()) + (("z",) if embeddings else ())
+        out = dict(zip(names, self._run_batched(x, names)))
+        return Assignment(labels=out["label"].astype(np.int32), distances=out["distance"],
+                          soft=student_t(out["distances"]) if soft else None, embeddings=out.get("z"))
+
+    def _run_batched(self, x: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+        """Run the session over ``x`` in calls of at most ``batch_size`` rows."""
+        if len(x) <= self.batch_size:
+            return self._run(x, names)
+        parts = [self._run(x[s:s + self.batch_size], names) for s in range(0, len(x), self.batch_size)]
+        return [np.concatenate([p[j] for p in parts]) for j in range(len(names))]
+
+    def _run(self, x: np.ndarray, names) -> list[np.ndarray]:
+        if not self.io_binding:
+            return self.session.run(list(names), {self._input_name: x})
+        binding = self.session.io_binding()  # one per call: bindings are not shared between threads
+        binding.bind_cpu_input(self._input_name, x)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
     def _embed_prepared(self, x: np.ndarray) -> np.ndarray:
         self.manifest.preprocessing.apply_(x)
-        if len(x) <= self.batch_size:
-            return self.session.run(None, {self._input_name: x})[0]
-        out = np.empty((len(x), self.manifest.latent_dim), dtype=np.float32)
-        for s in range(0, len(x), self.batch_size):
-            out[s:s + self.batch_size] = self.session.run(None, {self._input_name: x[s:s + self.batch_size]})[0]
-        return out
+        return self._run_batched(x, (self.session.get_outputs()[0].name,))[0]
 
     def _validated_copy(self, x, source: str = "input", start: int = 0) -> np.ndarray:
         x = np.asarray(x)
@@ -149,3 +215,9 @@ class Assigner:
         got = int(np.prod(row_shape)) if len(row_shape) else 1
         shape = "x".join(str(s) for s in spec.sample_shape)
         return f"{source}: rows have {got} values, the model expects {spec.n_features} (sample shape {shape})"
+
+
+def student_t(d2: np.ndarray) -> np.ndarray:
+    """DEC's soft assignment: a Student-t kernel with one degree of freedom, rows summing to 1."""
+    q = 1.0 / (1.0 + d2)
+    return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)

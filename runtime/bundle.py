@@ -33,6 +33,11 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ENCODER = "encoder.onnx"
 CENTROIDS = "centroids.npy"
+# Optional fused graphs (preprocessing + encoder + nearest centroid), exact and int8.
+PIPELINE = "pipeline.onnx"
+PIPELINE_INT8 = "pipeline.int8.onnx"
+PIPELINE_INPUT = "x"
+PIPELINE_OUTPUTS = ("label", "distance", "distances", "z")
 # Assignment rules the runtime implements; the trainer picks one per method.
 NEAREST_CENTROID = "nearest_centroid"
 GAUSSIAN_MIXTURE = "gaussian_mixture"

@@ -231,10 +231,11 @@ class DeepClustering:
         return torch.cat([self.embedder_(x[s:s + _EMBED_BATCH]).cpu()
                           for s in range(0, len(x), _EMBED_BATCH)]).numpy()
 
-    def save(self, path, *, overwrite: bool = False):
-        """Export to a runtime bundle at ``path`` (verified against the runtime before it lands)."""
+    def save(self, path, *, overwrite: bool = False, int8: bool = True):
+        """Export to a runtime bundle at ``path`` (verified against the runtime before it lands);
+        ``int8`` adds a calibrated int8 pipeline with its measured agreement."""
         from .export import export_bundle
 
         if not hasattr(self, "labels_"):
             raise DeepclustError("this DeepClustering is not fitted yet; call fit first")
-        return export_bundle(self, path, overwrite=overwrite)
+        return export_bundle(self, path, overwrite=overwrite, int8=int8)

@@ -18,9 +18,13 @@ import numpy as np
 import torch
 
 from deepclust.runtime.assigner import Assigner
-from deepclust.runtime.bundle import (CENTROIDS, ENCODER, GAUSSIAN_MIXTURE, NEAREST_CENTROID, InputSpec,
-                                      Manifest, npy_bytes, runtime_versions, write_bundle)
+from deepclust.runtime.bundle import (CENTROIDS, ENCODER, GAUSSIAN_MIXTURE, NEAREST_CENTROID, PIPELINE,
+                                      PIPELINE_INT8, InputSpec, Manifest, npy_bytes, runtime_versions,
+                                      write_bundle)
 from deepclust.runtime.errors import DeepclustError
+
+from .pipeline_graph import fuse_pipeline
+from .quantize import quantize_pipeline
 
 ONNX_OPSET = 17
 PARITY_ROWS = 20_000
@@ -40,8 +44,12 @@ def encoder_to_onnx(encoder: torch.nn.Module, n_features: int) -> bytes:
     return buf.getvalue()
 
 
-def export_bundle(model, path, *, overwrite: bool = False) -> Path:
-    """Write the fitted ``DeepClustering`` model to ``path`` and verify it with the runtime."""
+def export_bundle(model, path, *, overwrite: bool = False, int8: bool = True) -> Path:
+    """Write the fitted ``DeepClustering`` model to ``path`` and verify it with the runtime.
+
+    Nearest-centroid bundles also get the fused ``pipeline.onnx`` and, with ``int8``, its
+    statically calibrated int8 copy, whose agreement with fp32 is measured and recorded.
+    """
     x_raw = model._fit_sample
     manifest = Manifest(
         input=InputSpec(sample_shape=tuple(model.sample_shape_), dtype=str(x_raw.dtype),
@@ -54,19 +62,38 @@ def export_bundle(model, path, *, overwrite: bool = False) -> Path:
         metrics=dict(model.metrics_),
         versions=runtime_versions(),
     )
-    files = {ENCODER: encoder_to_onnx(model.embedder_, model.n_features_in_),
-             CENTROIDS: npy_bytes(model.cluster_centers_.astype(np.float32)),
+    centroids = model.cluster_centers_.astype(np.float32)
+    encoder = encoder_to_onnx(model.embedder_, model.n_features_in_)
+    files = {ENCODER: encoder, CENTROIDS: npy_bytes(centroids),
              **{name: npy_bytes(a) for name, a in model.head_arrays_.items()}}
+    calibrated = None
+    if manifest.assignment == NEAREST_CENTROID:
+        files[PIPELINE] = fuse_pipeline(encoder, model.preprocessing_, centroids)
+        if int8:
+            files[PIPELINE_INT8], calibrated = quantize_pipeline(files[PIPELINE], x_raw)
     with tempfile.TemporaryDirectory(prefix="deepclust-export-") as tmp:
         staged = write_bundle(Path(tmp) / "bundle", manifest, files)
         manifest.checks = check_parity(model, staged)
+        if calibrated is not None:
+            manifest.checks["int8"] = check_int8(staged, x_raw, calibrated)
     return write_bundle(path, manifest, files, overwrite=overwrite)
+
+
+def check_int8(bundle_path: Path, x_raw: np.ndarray, calibrated: np.ndarray) -> dict:
+    """How often the int8 pipeline's labels equal fp32's, on rows not used to calibrate it."""
+    held_out = ~calibrated if (~calibrated).any() else calibrated
+    x = x_raw[held_out]
+    exact = Assigner.load(bundle_path, device="cpu", precision="fp32").assign(x).labels
+    fast = Assigner.load(bundle_path, device="cpu", precision="int8").assign(x).labels
+    return {"label_agreement": float(np.mean(exact == fast)), "rows": int(len(x)),
+            "calibration_rows": int(calibrated.sum()), "held_out": bool((~calibrated).any()),
+            "calibration": "static, MinMax, per-channel int8 weights, uint8 activations"}
 
 
 def check_parity(model, bundle_path: Path) -> dict:
     """Compare the runtime (ONNX + search) with torch on up to PARITY_ROWS training rows."""
     x_raw, labels = model._fit_sample, model._fit_sample_labels
-    assigner = Assigner.load(bundle_path, device="cpu")
+    assigner = Assigner.load(bundle_path, device="cpu", precision="fp32")
     result = assigner.assign(x_raw, embeddings=True)
     z_torch = model.transform(x_raw)
     err = float(np.max(np.abs(result.embeddings - z_torch)))

@@ -72,9 +72,9 @@ def test_assign_reads_parquet_and_idx(tmp_path, reference_bundle, digits_rows):
 
 # --- bad inputs ---------------------------------------------------------------------------------
 
-def _assign_fails(tmp_path, bundle, src, *fragments, out_name="out.parquet"):
+def _assign_fails(tmp_path, bundle, src, *fragments, out_name="out.parquet", args=()):
     out = tmp_path / out_name
-    r = run("assign", bundle, src, "-o", out)
+    r = run("assign", bundle, src, "-o", out, *args)
     _one_line_error(r, *fragments)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
@@ -181,13 +181,15 @@ def test_help_reads_for_every_command():
         assert r.exit_code == 0 and "Usage" in r.output
 
 
-def test_corrupt_encoder_with_a_matching_checksum(tmp_path, bundle_copy, digits_rows):
+@pytest.mark.parametrize("name", ["pipeline.onnx", "pipeline.int8.onnx"])
+def test_corrupt_model_with_a_matching_checksum(tmp_path, bundle_copy, digits_rows, name):
     # A bundle re-stamped after damage passes the checksums but still must not load silently.
     import hashlib
 
-    (bundle_copy / "encoder.onnx").write_bytes(b"\x08\x07garbage, not a protobuf model")
+    (bundle_copy / name).write_bytes(b"\x08\x07garbage, not a protobuf model")
     m = json.loads((bundle_copy / "manifest.json").read_text())
-    m["files"]["encoder.onnx"] = hashlib.sha256((bundle_copy / "encoder.onnx").read_bytes()).hexdigest()
+    m["files"][name] = hashlib.sha256((bundle_copy / name).read_bytes()).hexdigest()
     (bundle_copy / "manifest.json").write_text(json.dumps(m))
     np.save(tmp_path / "in.npy", digits_rows)
-    _assign_fails(tmp_path, bundle_copy, tmp_path / "in.npy", "encoder.onnx", "onnxruntime cannot load the model")
+    _assign_fails(tmp_path, bundle_copy, tmp_path / "in.npy", name, "onnxruntime cannot load the model",
+                  args=("--precision", "int8" if "int8" in name else "fp32"))

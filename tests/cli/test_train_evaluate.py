@@ -36,6 +36,22 @@ def test_train_json_then_evaluate_gives_the_same_scores(tmp_path, data):
     assert scores["acc"] == pytest.approx(result["metrics"]["acc"], abs=1e-3)
 
 
+def test_train_prints_a_readable_summary(tmp_path, data):
+    r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), *FAST])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # rich wraps long lines at the terminal width
+    assert "s/epoch on cpu" in text and "runtime parity: labels agree on" in text
+    assert "int8 pipeline: labels agree with fp32 on" in text
+    assert "bundle written to" in text and r.output.replace("\n", "").endswith(f"{tmp_path / 'b'}")
+
+
+def test_train_no_int8_exports_only_the_exact_pipeline(tmp_path, data):
+    r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), "--no-int8", "--json", *FAST])
+    assert r.exit_code == 0, r.output
+    assert "int8" not in json.loads(r.output)["checks"]
+    assert (tmp_path / "b" / "pipeline.onnx").is_file() and not (tmp_path / "b" / "pipeline.int8.onnx").exists()
+
+
 def test_train_refuses_existing_out_before_training(tmp_path, data):
     (tmp_path / "b").mkdir()
     r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), *FAST])

@@ -12,7 +12,7 @@ from deepclust.runtime.bundle import load_bundle
 
 @pytest.fixture(scope="module")
 def assigner(reference_bundle):
-    return Assigner.load(reference_bundle, device="cpu")
+    return Assigner.load(reference_bundle, device="cpu", precision="fp32")
 
 
 def _reference_embeddings(bundle_path, x):
