@@ -53,6 +53,11 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Method(str, Enum):
     kmeans = "kmeans"
     gmm = "gmm"
@@ -78,6 +83,9 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt as e:  # Ctrl-C: one line, the conventional exit code
+            err.print(f"[yellow]{e or 'interrupted'}[/yellow]", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=130) from None
         except DeepclustError as e:
             if _state["debug"]:
                 raise
@@ -211,34 +219,51 @@ def train(
 @friendly_errors
 def assign(
     model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Rows to score: .npy, .parquet, .csv or IDX.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv.")],
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUT...", help="Rows to score: .npy, .parquet, .csv or IDX files, folders of them (read in name "
+                                 "order), or a folder of PNG/JPEG images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv (with "
+                                         "--engine ray: a folder of Parquet files).")],
     soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).")] = False,
     embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows read per batch (bounds memory; the encoder runs in "
                                             "calls of its own best size).")] = 4096,
     device: DeviceOption = Device.auto,
     precision: PrecisionOption = Precision.auto,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run of the same job from its last finished "
+                                         "chunk (--no-resume starts afresh).")] = True,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per resumable chunk.")] = 65_536,
+    engine: Annotated[Engine, typer.Option(help="local: this process. ray: Ray Data map_batches over Parquet "
+                                           "inputs, on the cluster at RAY_ADDRESS or a local Ray.")] = Engine.local,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Score INPUT with a bundle: label and squared distance per row, streamed, any input size.
 
-    The output appears only when every row is scored; on error nothing is left behind.
+    The output appears only when every row is scored; on bad input nothing is left behind.
+    An interrupted run (Ctrl-C, kill) keeps its finished chunks: run the same command again
+    and it continues where it stopped, producing the same file as an uninterrupted run.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from deepclust.runtime import Assigner, score_file
 
     _refuse_existing(output, overwrite, "output")
-    assigner = Assigner.load(model, device=device.value, precision=precision.value)
-    with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                  TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
-        task = progress.add_task("assign", total=None)
-        report = score_file(assigner, input_path, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
-                            batch_rows=batch_size,
-                            on_progress=lambda done, total: progress.update(task, completed=done, total=total))
-    out.print(f"scored {report.rows} rows in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) "
+    if engine is Engine.ray:
+        from deepclust.runtime.ray_engine import score_parquet_with_ray
+
+        report = score_parquet_with_ray(model, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
+                                        batch_size=batch_size, precision=precision.value)
+    else:
+        assigner = Assigner.load(model, device=device.value, precision=precision.value)
+        with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                      TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
+            task = progress.add_task("assign", total=None)
+            report = score_file(assigner, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
+                                batch_rows=batch_size, chunk_rows=chunk_rows, resume=resume,
+                                on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    resumed = f" (resumed after {report.resumed_rows})" if getattr(report, "resumed_rows", 0) else ""
+    out.print(f"scored {report.rows} rows{resumed} in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) "
               f"-> {report.output}", highlight=False)
 
 

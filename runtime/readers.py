@@ -9,6 +9,7 @@ next one is requested, which keeps peak memory at a few batches whatever the fil
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -42,10 +43,23 @@ class Reader:
     def n_values(self) -> int:
         return int(np.prod(self.sample_shape))
 
-    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
-        """Yield validated float32 batches; raise InputError on NaN/Inf, truncation, empty input."""
-        seen = 0
-        for batch in self._batches(batch_rows):
+    @property
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def fingerprint(self) -> dict:
+        """What identifies this input for a resumed job: its files' paths, sizes and mtimes."""
+        h = hashlib.sha256()
+        for f in self.files:
+            st = f.stat()
+            h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"first": str(self.files[0].resolve()), "files": len(self.files), "stat_sha256": h.hexdigest()}
+
+    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS, start_row: int = 0) -> Iterator[Batch]:
+        """Yield validated float32 batches from row ``start_row`` on (a resumed job skips what it
+        has done); raise InputError on NaN/Inf, truncation, empty input."""
+        seen = start_row
+        for batch in self._batches(batch_rows, start_row):
             check_finite(batch.values, self.path, batch.start)
             seen += len(batch.values)
             yield batch
@@ -54,7 +68,7 @@ class Reader:
         if self.n_rows is not None and seen != self.n_rows:
             raise InputError(f"{self.path}: truncated: read {seen} of {self.n_rows} rows")
 
-    def _batches(self, batch_rows: int) -> Iterator[Batch]:  # pragma: no cover - abstract
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -91,6 +105,68 @@ def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None 
     raise InputError(f"{path}: unknown input format (expected .npy, .parquet, .csv or an IDX file)")
 
 
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def open_inputs(inputs, *, feature_names: Sequence[str] | None = None) -> Reader:
+    """One reader over ``inputs``: a file, a folder, or a list of them. A folder holds files of
+    one format (read in name order; e.g. a Parquet data set) or PNG/JPEG images (recursively)."""
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    if not paths:
+        raise InputError("no input given")
+    readers: list[Reader] = []
+    for path in paths:
+        if not path.is_dir():
+            readers.append(open_reader(path, feature_names=feature_names))
+            continue
+        files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")
+                       and (f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)))
+        if files:
+            readers.extend(open_reader(f, feature_names=feature_names) for f in files)
+        elif any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.rglob("*")):
+            readers.append(ImageFolderReader(path))
+        else:
+            raise InputError(f"{path}: no .npy, .parquet, .csv, IDX or image files in this folder")
+    return readers[0] if len(readers) == 1 else MultiReader(readers)
+
+
+class MultiReader(Reader):
+    """Several inputs read one after another as one sequence of rows."""
+
+    def __init__(self, readers: Sequence[Reader]):
+        self.readers = list(readers)
+        self.path = self.readers[0].path
+        self.sample_shape = self.readers[0].sample_shape
+        for r in self.readers[1:]:
+            if r.n_values != self.readers[0].n_values:
+                raise InputError(f"{r.path}: rows have {r.n_values} values, but {self.path} has {self.n_values}")
+        counts = [r.n_rows for r in self.readers]
+        self.n_rows = None if None in counts else sum(counts)
+
+    @property
+    def files(self) -> list[Path]:
+        return [f for r in self.readers for f in r.files]
+
+    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS, start_row: int = 0) -> Iterator[Batch]:
+        offset = 0  # rows before the current reader
+        for r in self.readers:
+            if r.n_rows is not None and offset + r.n_rows <= start_row:
+                offset += r.n_rows  # done before: skip without reading
+                continue
+            # Known length: seek to the first row wanted. Unknown (CSV): read and drop rows.
+            local_start = max(start_row - offset, 0) if r.n_rows is not None else 0
+            rows = local_start
+            for b in r.batches(batch_rows, start_row=local_start):
+                first, n = offset + b.start, len(b.values)
+                rows = b.start + n
+                skip = max(start_row - first, 0)
+                if skip < n:
+                    yield Batch(first + skip, b.values[skip:],
+                                b.labels[skip:] if b.labels is not None else None)
+            offset += r.n_rows if r.n_rows is not None else rows
+
+
 # --- .npy ---------------------------------------------------------------------------------
 
 class NpyReader(Reader):
@@ -125,13 +201,13 @@ class NpyReader(Reader):
                 f"{max(have, 0) // max(row_bytes, 1)} complete rows"
             )
 
-    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
         width = self.n_values
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = raw if self.dtype == np.float32 else np.empty(batch_rows * width, dtype=np.float32)
         with open(self.path, "rb", buffering=0) as f:
-            f.seek(self._offset)
-            for start in range(0, self.n_rows, batch_rows):
+            f.seek(self._offset + start_row * width * self.dtype.itemsize)
+            for start in range(start_row, self.n_rows, batch_rows):
                 n = min(batch_rows, self.n_rows - start)
                 view = memoryview(raw.view(np.uint8))[: n * width * self.dtype.itemsize]
                 got = _read_fully(f, view)
@@ -200,14 +276,14 @@ class IdxReader(Reader):
         self.n_rows = dims[0]
         self.sample_shape = dims[1:] or (1,)
 
-    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
         width = self.n_values
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = np.empty(batch_rows * width, dtype=np.float32)
         try:
             with _open_maybe_gz(self.path) as f:
-                f.read(self._offset)
-                for start in range(0, self.n_rows, batch_rows):
+                f.seek(self._offset + start_row * width * self.dtype.itemsize)  # gzip: decompresses up to it
+                for start in range(start_row, self.n_rows, batch_rows):
                     n = min(batch_rows, self.n_rows - start)
                     view = memoryview(raw.view(np.uint8))[: n * width * self.dtype.itemsize]
                     if _read_fully(f, view) != len(view):
@@ -260,13 +336,20 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
     return features
 
 
-def _table_to_batch(path, table, features, label_column, start) -> Batch:
-    n = table.num_rows
-    values = np.empty((n, len(features)), dtype=np.float32)
+def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
+    """The ``features`` columns of a pyarrow Table (checked by ``_select_columns``) as a new,
+    writable float32 (rows, len(features)) array; missing values become NaN. Shared by the
+    Parquet and CSV readers and the Ray engine, so every engine converts values the same way."""
+    values = np.empty((table.num_rows, len(features)), dtype=np.float32)
     for j, c in enumerate(features):
         col = table.column(c)
         values[:, j] = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
             col.cast("double").fill_null(float("nan")).to_numpy(zero_copy_only=False)
+    return values
+
+
+def _table_to_batch(path, table, features, label_column, start) -> Batch:
+    values = table_to_matrix(table, features)
     labels = None
     if label_column is not None:
         labels = table.column(label_column).to_numpy(zero_copy_only=False)
@@ -290,14 +373,23 @@ class ParquetReader(Reader):
         self.n_rows = self._file.metadata.num_rows
         self.sample_shape = (len(self.features),)
 
-    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
         import pyarrow as pa
 
         columns = self.features + ([self.label_column] if self.label_column else [])
         start = 0
         for rg in range(self._file.num_row_groups):
+            rg_rows = self._file.metadata.row_group(rg).num_rows
+            if start + rg_rows <= start_row:  # done before: skip without decoding
+                start += rg_rows
+                continue
             try:
                 for rb in self._file.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=columns):
+                    if start < start_row:
+                        skip = min(start_row - start, rb.num_rows)
+                        rb, start = rb.slice(skip), start + skip
+                        if rb.num_rows == 0:
+                            continue
                     yield _table_to_batch(self.path, pa.Table.from_batches([rb]), self.features,
                                           self.label_column, start)
                     start += rb.num_rows
@@ -328,7 +420,7 @@ class CsvReader(Reader):
         except Exception as e:
             raise InputError(f"{self.path}: not a readable CSV file ({_short(e)})") from None
 
-    def _batches(self, batch_rows: int) -> Iterator[Batch]:
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
         import pyarrow as pa
 
         # Types are inferred from the first block only: read features as float64 so that a
@@ -342,6 +434,9 @@ class CsvReader(Reader):
                 return
             except Exception as e:
                 raise InputError(f"{self.path}: bad value after row {start} ({_short(e)})") from None
+            if start < start_row:
+                skip = min(start_row - start, rb.num_rows)
+                rb, start = rb.slice(skip), start + skip
             for off in range(0, rb.num_rows, batch_rows):
                 part = pa.Table.from_batches([rb.slice(off, batch_rows)])
                 yield _table_to_batch(self.path, part, self.features, self.label_column, start)
@@ -350,3 +445,52 @@ class CsvReader(Reader):
 
 def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
+# --- image folders ------------------------------------------------------------------------------
+
+def image_files(folder: Path) -> list[Path]:
+    """PNG and JPEG files under ``folder``, recursively, in a stable (sorted) order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image as uint8: (H, W) for grey-scale and palette images, (H, W, 3) otherwise."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a base dependency
+        raise InputError("image inputs need Pillow: pip install pillow") from None
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if im.mode in ("L", "1", "P", "I;16") else "RGB")
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: unreadable image ({_short(e)})") from None
+
+
+class ImageFolderReader(Reader):
+    """Every PNG/JPEG under a folder (sorted), one row per image; all of one size."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._files = image_files(path)
+        if not self._files:
+            raise InputError(f"{path}: no PNG or JPEG images")
+        self.n_rows = len(self._files)
+        self.sample_shape = read_image(self._files[0]).shape
+
+    @property
+    def files(self) -> list[Path]:
+        return self._files
+
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
+        out = np.empty((batch_rows, self.n_values), dtype=np.float32)
+        for start in range(start_row, self.n_rows, batch_rows):
+            n = min(batch_rows, self.n_rows - start)
+            for i, f in enumerate(self._files[start:start + n]):
+                img = read_image(f)
+                if img.shape != self.sample_shape:
+                    raise InputError(f"{f}: image shape {img.shape} differs from {self.sample_shape} "
+                                     "(all images must have one size)")
+                out[i] = img.reshape(-1)
+            yield Batch(start, out[:n])

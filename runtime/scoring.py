@@ -1,17 +1,44 @@
-"""A batch scoring job: stream a file through an Assigner into an atomic output file."""
+"""A resumable batch scoring job: stream inputs through an Assigner into one atomic output file.
+
+The job cuts the input into chunks of ``chunk_rows`` rows. Each finished chunk's results are
+saved (atomically) in a hidden work folder beside the output, ``.OUTPUT.deepclust-job/``,
+together with a fingerprint of the job (inputs' sizes and mtimes, bundle, options). When every
+chunk is done the output is assembled from the chunks, in order, into a temporary file that is
+renamed into place. So:
+
+- the output appears only when complete;
+- an interrupted run (Ctrl-C, kill, crash) restarted with the same arguments skips the chunks
+  it has and writes a file byte-identical to an uninterrupted run's (both are assembled the
+  same way from the same chunks);
+- bad input stops the job with an error naming the chunk, and removes the work folder.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
+import json
+import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 from .assigner import Assigner
 from .errors import InputError
-from .readers import DEFAULT_BATCH_ROWS, open_reader
+from .readers import DEFAULT_BATCH_ROWS, open_inputs
 from .writers import ResultWriter
+
+log = logging.getLogger("deepclust")
+
+DEFAULT_CHUNK_ROWS = 65_536
+JOB_VERSION = 1
+_FIELDS = ("labels", "distances", "soft", "embeddings")
 
 
 @dataclass
@@ -19,34 +46,157 @@ class ScoringReport:
     rows: int
     seconds: float
     output: Path
+    resumed_rows: int = 0
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+        scored = self.rows - self.resumed_rows
+        return scored / self.seconds if self.seconds > 0 else float("inf")
 
 
-def score_file(assigner: Assigner, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
-               soft: bool = False, embeddings: bool = False, overwrite: bool = False,
-               batch_rows: int = DEFAULT_BATCH_ROWS,
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job; the finished chunks are kept for a rerun to resume from."""
+
+    def __init__(self, output: Path, rows_done: int, total: int | None):
+        self.output, self.rows_done, self.total = output, rows_done, total
+        of = f" of {total}" if total is not None else ""
+        super().__init__(f"interrupted after {rows_done}{of} rows; run the same command again to resume")
+
+
+def work_dir_for(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(f".{output.name}.deepclust-job")
+
+
+def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os.PathLike],
+               output_path: str | os.PathLike, *, soft: bool = False, embeddings: bool = False,
+               overwrite: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, resume: bool = True,
                on_progress: Callable[[int, int | None], None] | None = None) -> ScoringReport:
-    """Score every row of ``input_path`` into ``output_path`` (.parquet, .npy or .csv).
-
-    Memory stays at a few batches whatever the input size. The output is written to a
-    temporary file and renamed at the end: on any error nothing is left at ``output_path``.
-    ``on_progress(rows_done, total_rows_or_None)`` is called after each batch.
-    """
+    """Score every row of ``inputs`` (a file, a folder, or a list of them) into ``output_path``
+    (.parquet, .npy or .csv), resuming a previous interrupted run of the same job unless
+    ``resume`` is False. Memory stays at a few batches whatever the input size.
+    ``on_progress(rows_done, total_rows_or_None)`` is called after each batch."""
+    output = Path(output_path)
     manifest = assigner.manifest
-    reader = open_reader(input_path, feature_names=manifest.input.feature_names)
+    reader = open_inputs(inputs, feature_names=manifest.input.feature_names)
     if reader.n_values != manifest.input.n_features:
         raise InputError(assigner.shape_error(reader.path, reader.sample_shape))
+    sink = ResultWriter.check_target(output, overwrite=overwrite)
+    work = work_dir_for(output)
+    job = {"version": JOB_VERSION, "inputs": reader.fingerprint(), "bundle": _bundle_id(assigner),
+           "precision": assigner.precision, "soft": soft, "embeddings": embeddings,
+           "batch_rows": batch_rows, "chunk_rows": chunk_rows, "format": sink}
     t0 = time.perf_counter()
-    with ResultWriter(output_path, k=manifest.k, latent_dim=manifest.latent_dim, soft=soft,
-                      embeddings=embeddings, overwrite=overwrite) as writer:
-        for batch in reader.batches(batch_rows):
-            # The reader's buffer is reused for the next batch, so it may be preprocessed in place.
-            x = batch.values if batch.values.flags.writeable else batch.values.copy()
-            result = assigner._assign_prepared(x, soft, embeddings)
-            writer.write(result.labels, result.distances, result.soft, result.embeddings)
-            if on_progress is not None:
-                on_progress(writer.rows, reader.n_rows)
-    return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=Path(output_path))
+    with _JobFolder(work, job, resume) as folder:
+        done_chunks = folder.completed_chunks()
+        start = min(done_chunks * chunk_rows, reader.n_rows if reader.n_rows is not None else 1 << 62)
+        if start:
+            log.info("resuming %s: %d rows already scored", output, start)
+        row = start
+        parts: list = []
+        try:
+            for batch in reader.batches(batch_rows, start_row=start):
+                x = batch.values if batch.values.flags.writeable else batch.values.copy()
+                result = assigner._assign_prepared(x, soft, embeddings)
+                arrays = (result.labels, result.distances, result.soft, result.embeddings)
+                offset = 0
+                while offset < len(x):  # a batch may cross a chunk boundary
+                    take = min(len(x) - offset, chunk_rows - (row % chunk_rows))
+                    parts.append([a[offset:offset + take] if a is not None else None for a in arrays])
+                    offset, row = offset + take, row + take
+                    if row % chunk_rows == 0:
+                        folder.save_chunk(row // chunk_rows - 1, parts)
+                        parts = []
+                if on_progress is not None:
+                    on_progress(row, reader.n_rows)
+            if parts:
+                folder.save_chunk(row // chunk_rows, parts)
+        except InputError as e:
+            folder.discard()
+            chunk = row // chunk_rows
+            raise InputError(f"chunk {chunk} (rows {chunk * chunk_rows}-{(chunk + 1) * chunk_rows - 1}): {e}") from None
+        except KeyboardInterrupt:
+            raise Interrupted(output, row - row % chunk_rows, reader.n_rows) from None
+        writer = ResultWriter(output, k=manifest.k, latent_dim=manifest.latent_dim, soft=soft,
+                              embeddings=embeddings, overwrite=overwrite, temp_path=work / f"output{output.suffix}")
+        with writer:
+            for arrays in folder.chunks():
+                writer.write(*arrays)
+        folder.discard()
+    return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=output, resumed_rows=start)
+
+
+def _bundle_id(assigner: Assigner) -> str:
+    """The manifest lists every file's sha256, so its own hash identifies the whole bundle."""
+    return hashlib.sha256(assigner.manifest.to_json().encode()).hexdigest()
+
+
+class _JobFolder:
+    """The work folder: the job's fingerprint, finished chunks, and a lock against a second
+    process running the same job at once."""
+
+    def __init__(self, path: Path, job: dict, resume: bool):
+        self.path, self.job, self.resume = path, job, resume
+        self._lock = None
+
+    def __enter__(self) -> "_JobFolder":
+        spec = self.path / "job.json"
+        if self.path.exists():
+            same = False
+            try:
+                same = json.loads(spec.read_text()) == self.job
+            except (OSError, ValueError):
+                pass
+            if not (same and self.resume):
+                if self.resume:
+                    log.warning("%s: left by a run with other arguments or inputs; starting afresh", self.path)
+                shutil.rmtree(self.path)
+        self.path.mkdir(exist_ok=True)
+        self._lock = open(self.path / "lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise InputError(f"{self.path}: another deepclust assign is writing this output now") from None
+            raise
+        if not spec.exists():
+            _atomic_write(spec, json.dumps(self.job, indent=1).encode())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.close()
+
+    def _chunk(self, i: int) -> Path:
+        return self.path / f"chunk-{i:07d}.npz"
+
+    def completed_chunks(self) -> int:
+        n = 0
+        while self._chunk(n).exists():
+            n += 1
+        return n
+
+    def save_chunk(self, i: int, parts: list) -> None:
+        arrays = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(_FIELDS)
+                  if parts[0][j] is not None}
+        tmp = self.path / f".chunk-{i:07d}.tmp.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._chunk(i))
+
+    def chunks(self):
+        for i in range(self.completed_chunks()):
+            with np.load(self._chunk(i), allow_pickle=False) as z:
+                yield tuple(z[name] if name in z.files else None for name in _FIELDS)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

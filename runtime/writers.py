@@ -24,19 +24,26 @@ class ResultWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, k: int, latent_dim: int, soft: bool = False,
-                 embeddings: bool = False, overwrite: bool = False):
+                 embeddings: bool = False, overwrite: bool = False, temp_path: str | os.PathLike | None = None):
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in FORMATS:
-            raise InputError(f"{self.path}: unknown output format {suffix or '(none)'} (use .parquet, .npy or .csv)")
-        if self.path.exists() and not overwrite:
-            raise InputError(f"{self.path}: already exists (pass --overwrite to replace it)")
-        if not self.path.parent.exists():
-            raise InputError(f"{self.path.parent}: output folder does not exist")
+        suffix = self.check_target(self.path, overwrite=overwrite)
         self.k, self.latent_dim, self.soft, self.embeddings = k, latent_dim, soft, embeddings
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        # The temporary file must be on the output's file system, for the final rename.
+        self.tmp = Path(temp_path) if temp_path else self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self.rows = 0
         self._impl = {".parquet": _ParquetSink, ".npy": _NpySink, ".csv": _CsvSink}[suffix](self)
+
+    @staticmethod
+    def check_target(path: Path, *, overwrite: bool = False) -> str:
+        """Refuse an output that cannot be written; return its format (the suffix)."""
+        suffix = path.suffix.lower()
+        if suffix not in FORMATS:
+            raise InputError(f"{path}: unknown output format {suffix or '(none)'} (use .parquet, .npy or .csv)")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path}: already exists (pass --overwrite to replace it)")
+        if not path.parent.exists():
+            raise InputError(f"{path.parent}: output folder does not exist")
+        return suffix
 
     def write(self, labels: np.ndarray, distances: np.ndarray, soft: np.ndarray | None = None,
               embeddings: np.ndarray | None = None) -> None:

@@ -21,13 +21,12 @@ import numpy as np
 
 from deepclust.runtime.errors import InputError
 from deepclust.runtime.preprocessing import Preprocessing
-from deepclust.runtime.readers import check_finite, is_idx, open_reader, read_idx
+from deepclust.runtime.readers import check_finite, image_files, is_idx, open_reader, read_idx, read_image
 
 DATA_ENV = "DEEPCLUST_DATA"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 IDX_PARTS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -254,21 +253,13 @@ def _load_npz(path: Path) -> Dataset:
 
 
 def _load_image_folder(folder: Path) -> Dataset:
-    try:
-        from PIL import Image
-    except ImportError as e:  # pragma: no cover - pillow is in the train extra
-        raise ImportError("image folders need Pillow: pip install 'deepclust[train]'") from e
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Images (one size) with their sub-folder names as labels, when there is more than one."""
+    files = image_files(folder)
     if not files:
         raise InputError(f"{folder}: no PNG or JPEG images and no IDX files")
     images, labels, shape = [], [], None
     for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert("L" if im.mode in ("L", "1", "P", "I;16") else "RGB")
-                arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{f}: unreadable image ({e})") from None
+        arr = read_image(f)
         if shape is None:
             shape = arr.shape
         elif arr.shape != shape:

@@ -4,6 +4,7 @@ import gzip
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 
@@ -140,3 +141,23 @@ def test_unknown_format_and_missing_file(tmp_path):
         open_reader(tmp_path / "x.txt")
     with pytest.raises(InputError, match="no such file"):
         open_reader(tmp_path / "nope.npy")
+
+
+@pytest.mark.parametrize("fmt", ["npy", "idx", "idx.gz", "parquet", "csv"])
+@pytest.mark.parametrize("start_row", [0, 1, 7, 23, 49, 50])
+def test_reading_from_a_start_row_gives_the_rest_of_the_rows(tmp_path, fmt, start_row):
+    # What a resumed job relies on: same rows, same start indices, whatever the format.
+    x = (np.arange(50 * 4).reshape(50, 4) % 97).astype(np.uint8)
+    path = tmp_path / f"x.{fmt}"
+    if fmt == "npy":
+        np.save(path, x)
+    elif fmt.startswith("idx"):
+        write_idx(path, x, gz=fmt.endswith("gz"))
+    elif fmt == "parquet":
+        pq.write_table(pa.table({f"c{j}": x[:, j] for j in range(4)}), path, row_group_size=9)
+    else:
+        pa.csv.write_csv(pa.table({f"c{j}": x[:, j] for j in range(4)}), path)
+    batches = list((b.start, b.values.copy()) for b in open_reader(path).batches(5, start_row=start_row))
+    got = np.concatenate([v for _, v in batches]) if batches else np.empty((0, 4), np.float32)
+    np.testing.assert_array_equal(got, x[start_row:].astype(np.float32))
+    assert [s for s, _ in batches] == list(np.cumsum([start_row] + [len(v) for _, v in batches])[:-1])
