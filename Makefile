@@ -11,7 +11,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[train,dev]'
+	$(BIN)/pip install --quiet -c constraints-cpu.txt -e '.[train,ray,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -234,7 +234,11 @@ def assign(
                                          "chunk (--no-resume starts afresh).")] = True,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per resumable chunk.")] = 65_536,
     engine: Annotated[Engine, typer.Option(help="local: this process. ray: Ray Data map_batches over Parquet "
-                                           "inputs, on the cluster at RAY_ADDRESS or a local Ray.")] = Engine.local,
+                                           "inputs, on the cluster at RAY_ADDRESS or a local Ray, into a folder of "
+                                           "Parquet files (needs pip install 'deepclust[ray]'; Ray retries failed "
+                                           "tasks itself, so --resume and --chunk-rows do not apply).")] = Engine.local,
+    actors: Annotated[Optional[int], typer.Option(min=1, help="--engine ray: scoring actors (each loads the bundle "
+                                                  "once). Default: Ray's autoscaling pool.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
@@ -253,7 +257,8 @@ def assign(
         from deepclust.runtime.ray_engine import score_parquet_with_ray
 
         report = score_parquet_with_ray(model, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
-                                        batch_size=batch_size, precision=precision.value)
+                                        batch_size=batch_size, concurrency=actors, device=device.value,
+                                        precision=precision.value)
     else:
         assigner = Assigner.load(model, device=device.value, precision=precision.value)
         with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
