@@ -87,7 +87,7 @@ def check_int8(bundle_path: Path, x_raw: np.ndarray, calibrated: np.ndarray) -> 
     fast = Assigner.load(bundle_path, device="cpu", precision="int8").assign(x).labels
     return {"label_agreement": float(np.mean(exact == fast)), "rows": int(len(x)),
             "calibration_rows": int(calibrated.sum()), "held_out": bool((~calibrated).any()),
-            "calibration": "static, MinMax, per-channel int8 weights, uint8 activations"}
+            "calibration": "static, MinMax, per-channel 7-bit weights, uint8 activations, last encoder layer fp32"}
 
 
 def check_parity(model, bundle_path: Path) -> dict:

@@ -2,8 +2,13 @@
 
 Static quantisation fixes every activation scale at export time, so a row's label does not
 depend on the batch it arrives in (dynamic int8 derives scales from each batch and does).
-Only the encoder's matrix multiplies are quantised; preprocessing and the nearest-centroid
-step stay in fp32. The agreement with the fp32 pipeline is measured on training rows that
+Only the encoder's matrix multiplies are quantised, but not the last one (the projection to
+the latent space: a tiny share of the work, and the layer whose error moves labels most);
+preprocessing and the nearest-centroid step stay in fp32. Weights use 7 bits
+(``reduce_range``): without VNNI, x86's u8 x s8 multiply-add saturates its 16-bit sums, so
+full-range weights give labels that depend on the CPU. Measured on MNIST rows (5-epoch
+DEC-size encoder, AVX2 machine): full range, all layers 99.28% agreement; 7-bit 99.58%;
+7-bit without the last layer 99.66%, at the same speed. The agreement with the fp32 pipeline is measured on training rows that
 were not used for calibration and recorded in the manifest: the runtime uses int8 by default
 only when it meets the bar.
 """
@@ -52,8 +57,9 @@ def quantize_pipeline(pipeline_onnx: bytes, x_raw: np.ndarray) -> tuple[bytes, n
         logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs advice at WARNING on root
         try:
             quantize_static(src, dst, Rows(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=encoder_matmuls)
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_quantize=encoder_matmuls[:-1] if len(encoder_matmuls) > 1 else encoder_matmuls)
         finally:
             logging.getLogger().setLevel(quiet)
         quantized = onnx.load(dst)
@@ -63,10 +69,11 @@ def quantize_pipeline(pipeline_onnx: bytes, x_raw: np.ndarray) -> tuple[bytes, n
 
 def _gemm_as_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """Rewrite the encoder's Gemm nodes as MatMul + Add (onnxruntime's int8 MatMul kernels are
-    faster than its int8 Gemm) and list the MatMuls to quantise (not the centroid distances)."""
+    faster than its int8 Gemm) and list the encoder's MatMuls in graph order (not the centroid
+    distances)."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    nodes, matmuls = [], []
+    nodes = []
     for node in graph.node:
         if node.op_type != "Gemm":
             nodes.append(node)
@@ -82,7 +89,6 @@ def _gemm_as_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
         mm = helper.make_node("MatMul", [node.input[0], w_name], [f"{node.name}/mm"], name=f"{node.name}/MatMul")
         nodes.append(mm)
-        matmuls.append(mm.name)
         if len(node.input) > 2 and node.input[2]:
             nodes.append(helper.make_node("Add", [mm.output[0], node.input[2]], [node.output[0]],
                                           name=f"{node.name}/Add"))
@@ -94,6 +100,4 @@ def _gemm_as_matmul(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    matmuls += [n.name for n in graph.node if n.op_type == "MatMul" and not n.name.startswith("nc/")
-                and n.name not in matmuls]
-    return model, matmuls
+    return model, [n.name for n in graph.node if n.op_type == "MatMul" and not n.name.startswith("nc/")]
