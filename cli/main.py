@@ -232,11 +232,13 @@ def assign(
     precision: PrecisionOption = Precision.auto,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of the same job from its last finished "
                                          "chunk (--no-resume starts afresh).")] = True,
-    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per resumable chunk.")] = 65_536,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per resumable chunk (with --engine ray: per Ray "
+                                            "task). Results do not depend on it or on --batch-size.")] = 65_536,
     engine: Annotated[Engine, typer.Option(help="local: this process. ray: Ray Data map_batches over Parquet "
                                            "inputs, on the cluster at RAY_ADDRESS or a local Ray, into a folder of "
-                                           "Parquet files (needs pip install 'deepclust[ray]'; Ray retries failed "
-                                           "tasks itself, so --resume and --chunk-rows do not apply).")] = Engine.local,
+                                           "Parquet files, identical to the local engine's output (needs pip install "
+                                           "'deepclust[ray]'; Ray retries failed tasks itself, so --resume does not "
+                                           "apply).")] = Engine.local,
     actors: Annotated[Optional[int], typer.Option(min=1, help="--engine ray: scoring actors (each loads the bundle "
                                                   "once). Default: Ray's autoscaling pool.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
@@ -257,8 +259,8 @@ def assign(
         from deepclust.runtime.ray_engine import score_parquet_with_ray
 
         report = score_parquet_with_ray(model, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
-                                        batch_size=batch_size, concurrency=actors, device=device.value,
-                                        precision=precision.value)
+                                        batch_size=batch_size, chunk_rows=chunk_rows, concurrency=actors,
+                                        device=device.value, precision=precision.value)
     else:
         assigner = Assigner.load(model, device=device.value, precision=precision.value)
         with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),

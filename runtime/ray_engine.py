@@ -32,7 +32,7 @@ from .assigner import Assigner, choose_precision
 from .bundle import MANIFEST, Bundle, load_bundle
 from .errors import DeepclustError, InputError
 from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
-from .scoring import ScoringReport
+from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, scoring_calls
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -111,14 +111,16 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
                            overwrite: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                            concurrency: int | tuple[int, int] | None = None, device: str = "cpu",
                            precision: str = "auto", threads_per_actor: int = 1,
-                           rows_per_file: int = DEFAULT_ROWS_PER_FILE, num_cpus: int | None = None) -> ScoringReport:
+                           chunk_rows: int = DEFAULT_CHUNK_ROWS, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+                           num_cpus: int | None = None) -> ScoringReport:
     """Score Parquet inputs with Ray into a folder of Parquet files that appears when complete.
 
     ``inputs`` are Parquet files and folders of them, taken as the local engine takes them
     (:func:`deepclust.runtime.open_inputs`: a folder's files in name order), and checked
-    the same way, on the driver, from the files' footers. The actors then read a row group per
-    call with the local Parquet reader and score it, so values, NaN checks and error messages
-    (file and row) are the local engine's, and only results pass through Ray's object store.
+    the same way, on the driver, from the files' footers. Each actor call then reads and scores
+    one chunk of ``chunk_rows`` rows as the local engine does (same readers, same encoder
+    calls), so the output is bit-identical to ``deepclust assign``'s and error messages name
+    the file and row; only results pass through Ray's object store.
 
     The results (the columns of :func:`assign_dataset`) go to a hidden folder beside
     ``output_dir``, one file per Ray write task named ``part-NNNNNNNN.parquet`` in row order,
@@ -139,7 +141,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     """
     output_dir = Path(output_dir)
     bundle = load_bundle(bundle_path)
-    row_groups, total_rows = _plan_row_groups(inputs, bundle)
+    chunks, total_rows = _plan_chunks(inputs, bundle, int(chunk_rows))
     if output_dir.exists() and not overwrite:
         raise InputError(f"{output_dir}: already exists (pass --overwrite to replace it)")
     if not output_dir.parent.exists():
@@ -153,12 +155,13 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     try:
         tmp.mkdir()
         with _quiet_ray_data():
-            items = ray.data.from_items(row_groups, override_num_blocks=len(row_groups))
+            items = ray.data.from_items(chunks, override_num_blocks=len(chunks))
             items.context.enable_progress_bars = False
             items.context.print_on_execution_start = False
-            out = _assign(items, bundle, _RowGroupScorer, source=str(output_dir), soft=soft, embeddings=embeddings,
+            out = _assign(items, bundle, _ChunkScorer, source=str(output_dir), soft=soft, embeddings=embeddings,
                           batch_size=1, read_rows=batch_size, concurrency=concurrency, device=device,
-                          precision=precision, threads_per_actor=threads_per_actor, preserve_order=True)
+                          precision=precision, threads_per_actor=threads_per_actor, preserve_order=True,
+                          chunk_rows=chunk_rows)
             try:
                 out.write_datasink(_ordered_parquet_sink(tmp, int(rows_per_file)))
             except Exception as e:
@@ -216,9 +219,10 @@ def result_schema(k: int, latent_dim: int, *, soft: bool = False, embeddings: bo
 
 # --- planning: one work item per Parquet row group ------------------------------------------
 
-def _plan_row_groups(inputs, bundle: Bundle) -> tuple[list[dict], int]:
-    """One item per non-empty row group, in row order, and the total row count. The inputs are
-    opened and checked as the local engine opens them; only Parquet is accepted."""
+def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int) -> tuple[list[dict], int]:
+    """One work item per ``chunk_rows`` rows of the inputs taken as one sequence (the local
+    engine's chunks), naming only the files it overlaps; and the total row count. The inputs
+    are opened and checked as the local engine opens them; only Parquet is accepted."""
     spec = bundle.manifest.input
     reader = open_inputs(inputs, feature_names=spec.feature_names)
     readers = getattr(reader, "readers", [reader])
@@ -229,18 +233,16 @@ def _plan_row_groups(inputs, bundle: Bundle) -> tuple[list[dict], int]:
         if r.n_values != spec.n_features:
             raise InputError(f"{r.path}: rows have {r.n_values} values, the model expects {spec.n_features} "
                              f"(sample shape {'x'.join(str(s) for s in spec.sample_shape)})")
-    items, total = [], 0
-    for r in readers:
-        start = 0
-        meta = r._file.metadata
-        for rg in range(meta.num_row_groups):
-            n = meta.row_group(rg).num_rows
-            if n:
-                items.append({"path": str(r.path), "start": start, "rows": n})
-            start += n
-        total += start
+    starts = np.cumsum([0] + [r.n_rows for r in readers])
+    total = int(starts[-1])
     if total == 0:
         raise InputError(f"{reader.path}: empty input (no rows)")
+    items = []
+    for first in range(0, total, chunk_rows):
+        last = min(first + chunk_rows, total)
+        files = [i for i, r in enumerate(readers) if starts[i] < last and starts[i + 1] > first and r.n_rows]
+        items.append({"paths": [str(readers[i].path) for i in files], "skip": first - int(starts[files[0]]),
+                      "first_row": first, "rows": last - first})
     return items, total
 
 
@@ -256,7 +258,7 @@ class _BundleScorer:
     """
 
     def __init__(self, bundle_files: dict, *, soft: bool, embeddings: bool, device: str, precision: str,
-                 threads: int, source: str, read_rows: int):
+                 threads: int, source: str, read_rows: int, chunk_rows: int):
         tmp = Path(tempfile.mkdtemp(prefix="deepclust-bundle-"))
         try:
             for name, data in bundle_files.items():
@@ -265,7 +267,8 @@ class _BundleScorer:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         m = self.assigner.manifest
-        self.soft, self.embeddings, self.source, self.read_rows = soft, embeddings, source, read_rows
+        self.soft, self.embeddings, self.source = soft, embeddings, source
+        self.read_rows, self.chunk_rows = read_rows, chunk_rows
         self.schema = result_schema(m.k, m.latent_dim, soft=soft, embeddings=embeddings)
 
     def _score(self, x: np.ndarray) -> "pa.Table":
@@ -301,25 +304,34 @@ class _RowsScorer(_BundleScorer):
         return x, features
 
 
-class _RowGroupScorer(_BundleScorer):
-    """Reads and scores Parquet row groups (one per call) in the actor: the local engine's
-    reader (its conversion, NaN check and messages naming file and row), and no raw rows
-    passing through Ray's object store, only results.
+class _ChunkScorer(_BundleScorer):
+    """Reads and scores one chunk of the inputs per call, in the actor, exactly as the local
+    engine does: its readers (conversion, NaN check, messages naming file and row) and its
+    encoder calls (:func:`~deepclust.runtime.scoring.scoring_calls`), so the results are
+    bit-identical; and no raw rows pass through Ray's object store, only results.
 
-    Reading in a separate Ray step was tried: Ray fuses a map step into the actors and bundles
-    its input (one item per row group) up to the batch size, which sent a whole job to one
-    actor call; and separate read tasks could not get a CPU while the actors held them all.
+    Reading in a separate Ray step was tried: Ray fused it into the actors and bundled its
+    input items up to the batch size, which sent a whole job to one actor call; and separate
+    read tasks could not get a CPU while the actors held them all.
     """
 
     def __call__(self, items: "pa.Table"):
         feature_names = self.assigner.manifest.input.feature_names
-        for path, start, rows in zip(*(items.column(c).to_pylist() for c in ("path", "start", "rows"))):
-            end = start + rows
-            for batch in ParquetReader(Path(path), feature_names, None, ()).batches(self.read_rows, start_row=start):
-                x = batch.values[:end - batch.start]
-                yield self._score(x if x.flags.writeable else x.copy())  # scoring preprocesses in place
-                if batch.start + len(x) >= end:
-                    break
+        for item in items.to_pylist():
+            reader = open_inputs(item["paths"], feature_names=feature_names)
+            values = _first_rows((b.values for b in reader.batches(self.read_rows, start_row=item["skip"])),
+                                 item["rows"])
+            for x in scoring_calls(values, item["first_row"], self.assigner.batch_size, self.chunk_rows):
+                yield self._score(x)
+
+
+def _first_rows(values, n: int):
+    """The first ``n`` rows of a stream of row batches."""
+    for x in values:
+        if n <= 0:
+            return
+        yield x[:n]
+        n -= len(x)
 
 
 def _is_list_like(t) -> bool:
@@ -374,7 +386,8 @@ def _result_table(result, schema: "pa.Schema") -> "pa.Table":
 
 
 def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch_size, concurrency, device,
-            precision, threads_per_actor, preserve_order, read_rows: int = DEFAULT_BATCH_SIZE):
+            precision, threads_per_actor, preserve_order, read_rows: int = DEFAULT_BATCH_SIZE,
+            chunk_rows: int = DEFAULT_CHUNK_ROWS):
     ray = _import_ray()
     choose_precision(bundle.manifest, precision)  # a bad or unavailable precision fails here, not in an actor
     if int(batch_size) < 1:
@@ -396,7 +409,7 @@ def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch
         scorer, batch_format="pyarrow", batch_size=int(batch_size), compute=compute,
         fn_constructor_kwargs=dict(bundle_files=files, soft=soft, embeddings=embeddings, device=device,
                                    precision=precision, threads=int(threads_per_actor), source=source,
-                                   read_rows=int(read_rows)),
+                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows)),
         num_cpus=int(threads_per_actor), num_gpus=1 if device == "cuda" else None)
 
 

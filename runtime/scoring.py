@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -96,8 +96,8 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
         row = start
         parts: list = []
         try:
-            for batch in reader.batches(batch_rows, start_row=start):
-                x = batch.values if batch.values.flags.writeable else batch.values.copy()
+            values = (b.values for b in reader.batches(batch_rows, start_row=start))
+            for x in scoring_calls(values, start, assigner.batch_size, chunk_rows):
                 result = assigner._assign_prepared(x, soft, embeddings)
                 arrays = (result.labels, result.distances, result.soft, result.embeddings)
                 offset = 0
@@ -125,6 +125,38 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
                 writer.write(*arrays)
         folder.discard()
     return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=output, resumed_rows=start)
+
+
+def scoring_calls(values: Iterable[np.ndarray], start_row: int, call_rows: int,
+                  chunk_rows: int) -> Iterator[np.ndarray]:
+    """Re-cut a stream of row batches that starts at ``start_row`` (a chunk boundary) into the
+    arrays scored in one encoder call each: ``call_rows`` rows, restarting at every chunk
+    boundary. So every job over the same rows makes the same calls, whatever the read batch
+    size, wherever it resumed, and on either engine. That matters because onnxruntime's float
+    results depend, in the last bit, on the size of the call a row is in (measured: 1- and
+    7-row calls vs one large call); labels did not change, but resumed outputs must be
+    byte-identical. Yields owned, writable arrays (scoring preprocesses in place); readers may
+    reuse their buffers."""
+    row, buf, fill, size = start_row, None, 0, 0
+    for x in values:
+        off = 0
+        while off < len(x):
+            if fill == 0:
+                size = min(call_rows, chunk_rows - row % chunk_rows)
+                if len(x) - off >= size:  # a whole call inside this batch: no gathering needed
+                    part = x[off:off + size]
+                    yield part if part.flags.writeable else part.copy()
+                    off, row = off + size, row + size
+                    continue
+                buf = np.empty((size, x.shape[1]), dtype=np.float32)
+            take = min(size - fill, len(x) - off)
+            buf[fill:fill + take] = x[off:off + take]
+            fill, off, row = fill + take, off + take, row + take
+            if fill == size:
+                yield buf
+                fill = 0
+    if fill:
+        yield buf[:fill]
 
 
 def _bundle_id(assigner: Assigner) -> str:
