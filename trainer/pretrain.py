@@ -2,12 +2,14 @@
 
 The loop is deliberately plain: the data lives in one float32 tensor; each epoch gathers it
 once in a new random order and then takes contiguous slices, so a batch costs no per-item
-collation and no copy beyond that one gather.
+collation and no copy beyond that one gather. With ``augment`` each batch is warped and
+then reconstructed from itself (DEC-DA).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -24,8 +26,12 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
 
 
 def pretrain_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-                         generator: torch.Generator, progress=None) -> list[dict]:
+                         generator: torch.Generator, progress=None,
+                         augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[dict]:
     """Train ``model`` (returning (z, x_hat)) to reconstruct ``x`` with MSE and Adam.
+
+    ``augment`` (rows -> rows, e.g. ``augment.RowAugmenter``): each batch is replaced by its
+    augmented copy, input and target alike.
 
     Returns one record per epoch: ``{"epoch", "loss", "seconds"}``.
     """
@@ -41,6 +47,8 @@ def pretrain_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int, batc
         total = torch.zeros((), device=x.device)
         for s in range(0, n, batch_size):
             xb = shuffled[s:s + batch_size]
+            if augment is not None:
+                xb = augment(xb)
             _, recon = model(xb)
             loss = nn.functional.mse_loss(recon, xb)
             opt.zero_grad(set_to_none=True)
