@@ -1,12 +1,15 @@
 """ACAI: the critic's targets and the autoencoder's term against hand-computed values, and a
 pretraining run whose critic learns."""
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from deepclust.runtime.bundle import load_bundle  # noqa: E402
 from deepclust.trainer.acai import (ACAIConfig, ACAIRegularizer, Critic, adversarial_loss, critic_loss,  # noqa: E402
                                     mix_latents)
 from deepclust.trainer.autoencoder import DenseAutoencoder  # noqa: E402
+from deepclust.trainer.estimator import DeepClustering  # noqa: E402
 from deepclust.trainer.pretrain import pretrain_autoencoder  # noqa: E402
 
 
@@ -87,3 +90,18 @@ def test_pretraining_with_acai_trains_the_critic():
     assert not any(torch.equal(a, b) for a, b in zip(critic_before, acai.critic.parameters()))
     assert history[-1]["loss"] < history[0]["loss"]
 
+
+def test_fit_with_acai_exports_with_parity(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 4, (3, 20))
+    y = np.repeat(np.arange(3), 100)
+    x = (centers[y] + rng.normal(0, 1, (300, 20))).astype(np.float32)
+    m = DeepClustering(3, hidden=(32, 32), latent_dim=3, epochs=10, batch_size=32, n_init=5, device="cpu",
+                       acai=True).fit(x, y)
+    assert {"critic_loss", "loss"} <= set(m.history_[0])
+    assert m.metrics_["acc"] > 0.9
+    manifest = load_bundle(m.save(tmp_path / "b")).manifest
+    assert manifest.checks["label_agreement"] >= 0.999 and manifest.method["params"]["acai"] is True
+    assert manifest.files.keys() == load_bundle(DeepClustering(3, hidden=(32, 32), latent_dim=3, epochs=1, n_init=1,
+                                                               device="cpu").fit(x).save(tmp_path / "plain")
+                                                ).manifest.files.keys()  # no critic in the bundle

@@ -1,11 +1,15 @@
-"""The convolutional autoencoder: sizes, flat and image-shaped input, ONNX export."""
+"""The convolutional autoencoder: sizes, flat and image-shaped input, ONNX export, a fit that exports."""
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
+from deepclust.runtime import Assigner  # noqa: E402
+from deepclust.runtime.bundle import load_bundle  # noqa: E402
+from deepclust.runtime.errors import DeepclustError  # noqa: E402
 from deepclust.trainer.conv_autoencoder import ConvAutoencoder  # noqa: E402
+from deepclust.trainer.estimator import DeepClustering  # noqa: E402
 from deepclust.trainer.export import encoder_to_onnx  # noqa: E402
 from deepclust.trainer.images import ImageLayout  # noqa: E402
 
@@ -62,3 +66,43 @@ def test_onnx_encoder_gives_torch_embeddings_at_any_batch_size(sample_shape):
         (z_onnx,) = session.run(None, {"x": x.numpy()})
         with torch.no_grad():
             np.testing.assert_allclose(z_onnx, ae.encoder(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from deepclust.trainer.datasets import load_dataset
+
+    return load_dataset("digits")
+
+
+def conv_model(**kw):
+    params = dict(architecture="conv", filters=(8, 16, 32), latent_dim=5, epochs=8, batch_size=32, n_init=3,
+                  device="cpu")
+    params.update(kw)
+    return DeepClustering(10, **params)
+
+
+def test_conv_model_fits_digits_and_exports_with_runtime_parity(tmp_path, digits):
+    x, y = digits.x[:400], digits.y[:400]
+    m = conv_model().fit(x, y, preprocessing=digits.preprocessing)
+    assert m.history_[-1]["loss"] < m.history_[0]["loss"]
+    assert m.metrics_["acc"] > 0.3  # 10 classes: chance is about 0.1-0.2
+    path = m.save(tmp_path / "b")
+    manifest = load_bundle(path).manifest
+    assert manifest.checks["label_agreement"] >= 0.999
+    assert manifest.method["params"]["architecture"] == "conv"
+    assert manifest.method["params"]["filters"] == [8, 16, 32]
+    runtime = Assigner.load(path, precision="fp32")
+    assert runtime.fused  # scored by the one-graph pipeline, like dense bundles
+    assert np.mean(runtime.assign(x).labels == m.labels_) >= 0.999
+    np.testing.assert_allclose(runtime.embed(x), m.transform(x), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_needs_image_shaped_data():
+    x = np.random.default_rng(0).random((60, 20)).astype(np.float32)
+    with pytest.raises(DeepclustError, match=r"architecture='conv' needs image samples .* got sample shape \(20,\)"):
+        conv_model().fit(x)
+    with pytest.raises(DeepclustError, match=r"architecture='mlp' should be one of dense, conv"):
+        conv_model(architecture="mlp").fit(x)
+    with pytest.raises(DeepclustError, match=r"filters=\[8, 0\] should hold one or more channel counts >= 1"):
+        conv_model(filters=(8, 0)).fit(x.reshape(60, 4, 5))
