@@ -58,6 +58,11 @@ class Engine(str, Enum):
     ray = "ray"
 
 
+class Architecture(str, Enum):
+    dense = "dense"
+    conv = "conv"
+
+
 class Method(str, Enum):
     kmeans = "kmeans"
     gmm = "gmm"
@@ -116,11 +121,11 @@ def _main(
                         stream=sys.stderr)
 
 
-def _parse_hidden(text: str) -> tuple[int, ...]:
+def _parse_widths(text: str, option: str, example: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
     except ValueError:
-        raise DeepclustError(f"--hidden={text!r} should be comma-separated integers, e.g. 500,500,2000") from None
+        raise DeepclustError(f"{option}={text!r} should be comma-separated integers, e.g. {example}") from None
     return widths
 
 
@@ -156,8 +161,22 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
     latent_dim: Annotated[int, typer.Option(min=1, help="Embedding size.")] = 10,
-    hidden: Annotated[str, typer.Option(help="Encoder widths, comma-separated (decoder mirrors them).")]
+    architecture: Annotated[Architecture, typer.Option(
+        help="Autoencoder: dense (DEC's fully connected one, widths --hidden) or conv (DEC-DA's convolutional one, "
+             "channels --filters; image data only: samples of shape HxW, HxWxC or CxHxW).")] = Architecture.dense,
+    hidden: Annotated[str, typer.Option(help="Dense encoder widths, comma-separated (decoder mirrors them).")]
     = "500,500,2000",
+    filters: Annotated[str, typer.Option(help="Conv encoder channels, comma-separated: one stride-2 convolution each "
+                                         "(5x5, the last 3x3), then a linear layer to --latent-dim; the decoder "
+                                         "mirrors them.")] = "32,64,128",
+    augment: Annotated[bool, typer.Option(help="Image data only: train on randomly warped images (rotation up to 10 "
+                                          "degrees, shifts up to 10%, zoom 0.9-1.1). Pretraining reconstructs each "
+                                          "warped image; dec/idec/dcn/dkm take targets from clean images and losses "
+                                          "from warped ones (DEC-DA).")] = False,
+    acai: Annotated[bool, typer.Option(help="Pretrain with ACAI's adversarial regulariser: a critic learns to predict "
+                                       "the mixing coefficient of decoded interpolations, the autoencoder to make "
+                                       "them look real (Berthelot et al. 2018). The critic is not exported.")]
+    = False,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embedding before clustering (exported with the "
                                             "encoder); k-means then compares directions. dec/idec/dcn/dkm: only "
                                             "their starting partition is found on directions.")] = True,
@@ -190,8 +209,10 @@ def train(
         if ds.y is None:
             raise DeepclustError(f"{data}: --k is required (the data has no labels to infer it from)")
         k = int(len(set(ds.y.tolist())))
-    model = DeepClustering(k, method=method.value, latent_dim=latent_dim, hidden=_parse_hidden(hidden), epochs=epochs,
-                           batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
+    model = DeepClustering(k, method=method.value, latent_dim=latent_dim, architecture=architecture.value,
+                           hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
+                           filters=_parse_widths(filters, "--filters", "32,64,128"), augment=augment, acai=acai,
+                           epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
                            update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
                            verbose=not (quiet or as_json))
     model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names)

@@ -1,4 +1,5 @@
-"""Dense autoencoder (DEC's d-500-500-2000-latent by default): the encoder is what ships."""
+"""Dense autoencoder (DEC's d-500-500-2000-latent by default) and the base every autoencoder
+shares: the encoder is what ships."""
 
 from __future__ import annotations
 
@@ -18,7 +19,19 @@ def _mlp(widths: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DenseAutoencoder(nn.Module):
+class Autoencoder(nn.Module):
+    """An ``encoder`` (n, n_features) -> (n, latent_dim) and a ``decoder`` back; what pretraining
+    and the fine-tuning methods train. Subclasses build the two."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+
+class DenseAutoencoder(Autoencoder):
     """``encoder``: (n, n_features) -> (n, latent_dim); ``decoder`` mirrors it.
 
     Parameters
@@ -35,10 +48,6 @@ class DenseAutoencoder(nn.Module):
         widths = [n_features, *hidden, latent_dim]
         self.encoder = _mlp(widths)
         self.decoder = _mlp(widths[::-1])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(x)
-        return z, self.decoder(z)
 
 
 class L2Normalize(nn.Module):

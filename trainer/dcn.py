@@ -5,11 +5,14 @@ assignments and centroids fixed; (2) reassign the batch to its nearest centroids
 each centroid towards its new points with a per-cluster step ``1 / count`` — the paper's
 sequential rule, which amounts to keeping every centroid the running mean of the points it
 has been given (``centroid_update`` applies it in closed form, one cluster at a time).
+With ``augment`` (as DEC-DA does for its methods) the assignments and the centroid update
+use the clean batch, and the network step's losses the augmented one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,8 +46,12 @@ def centroid_update(centroids: torch.Tensor, counts: torch.Tensor, z: torch.Tens
 
 
 def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centroids: np.ndarray,
-              config: DCNConfig, *, generator: torch.Generator, progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Returns (centroids (k, d) float32, labels (n,) of the final model, run statistics)."""
+              config: DCNConfig, *, generator: torch.Generator, progress=None,
+              augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Returns (centroids (k, d) float32, labels (n,) of the final model, run statistics).
+
+    ``augment`` (rows -> rows): the network step trains on augmented batches towards the
+    centroids their clean rows are assigned to."""
     m = torch.as_tensor(centroids, dtype=torch.float32, device=x.device).clone()
     z_all = embed_all(autoencoder, project, x)
     labels_prev = nearest(z_all, m)
@@ -58,10 +65,15 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
     while batch < config.max_batches:
         idx = next(batches)
         xb = x[idx]
-        z_raw = autoencoder.encoder(xb)
+        xa = xb if augment is None else augment(xb)
+        z_raw = autoencoder.encoder(xa)
         z = project(z_raw)
-        s = nearest(z.detach(), m)
-        loss = (nn.functional.mse_loss(autoencoder.decoder(z_raw), xb)
+        if augment is None:
+            s = nearest(z.detach(), m)
+        else:
+            with torch.no_grad():
+                s = nearest(project(autoencoder.encoder(xb)), m)
+        loss = (nn.functional.mse_loss(autoencoder.decoder(z_raw), xa)
                 + config.lam / 2 * ((z - m[s]) ** 2).sum(dim=1).mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -5,7 +5,9 @@ DEC (Xie et al., 2016): the soft assignment is a Student-t kernel
 ``p_ij ∝ q_ij² / f_j`` with cluster frequencies ``f_j = sum_i q_ij``; the loss is KL(P || Q).
 IDEC (Guo et al., 2017) adds ``gamma * reconstruction`` so the embedding keeps its local
 structure. The target is recomputed on all data every ``update_interval`` batches, and
-training stops once fewer than ``tol`` of the labels change between two updates.
+training stops once fewer than ``tol`` of the labels change between two updates. With
+``augment`` (DEC-DA, Guo et al. 2018) the target still comes from clean data while q (and
+IDEC's reconstruction, of the augmented batch itself) comes from augmented batches.
 
 The exported model is unchanged in form: labels are the argmax of q, which is the nearest
 centroid, so the runtime scores a DEC bundle with its plain nearest-centroid search.
@@ -14,6 +16,7 @@ centroid, so the runtime scores a DEC bundle with its plain nearest-centroid sea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,11 +56,13 @@ class DECConfig:
 
 
 def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centroids: np.ndarray,
-              config: DECConfig, *, generator: torch.Generator, progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
+              config: DECConfig, *, generator: torch.Generator, progress=None,
+              augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Jointly train the encoder (and the decoder when gamma > 0) and the centroids.
 
     The embedding clustered is ``project(autoencoder.encoder(x))`` (``project`` is the
-    identity or the L2 normalisation). Returns (centroids (k, d) float32, labels (n,) of the
+    identity or the L2 normalisation). ``augment`` (rows -> rows): the loss sees augmented
+    batches, the targets clean data. Returns (centroids (k, d) float32, labels (n,) of the
     final model, {"batches", "updates", "last_change"}).
     """
     mu = nn.Parameter(torch.as_tensor(centroids, dtype=torch.float32, device=x.device).clone())
@@ -81,7 +86,7 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
                     break
             labels_prev = labels
         idx = next(batches)
-        xb = x[idx]
+        xb = x[idx] if augment is None else augment(x[idx])
         z_raw = autoencoder.encoder(xb)
         loss = kl_divergence(p_all[idx], soft_assignment(project(z_raw), mu, config.alpha))
         if config.gamma > 0:

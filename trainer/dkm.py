@@ -5,12 +5,15 @@ Loss: reconstruction + ``lam * mean_i sum_k ||z_i - r_k||² G_k(z_i)``, with
 descent with the network. As alpha grows, G becomes the hard assignment and the loss
 becomes the k-means loss. alpha is fixed, or annealed as in the paper:
 ``alpha_{t+1} = 2 ** (1 / log(t + 2) ** 2) * alpha_t`` once per epoch, from ``alpha`` up to 1000.
+DKM has no target computed apart from its loss: with ``augment`` the whole loss is on
+augmented batches; label checks stay on clean data.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,8 +47,11 @@ def next_alpha(alpha: float, step: int) -> float:
 
 
 def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centroids: np.ndarray,
-              config: DKMConfig, *, generator: torch.Generator, progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Returns (centroids (k, d) float32, labels (n,) of the final model, run statistics)."""
+              config: DKMConfig, *, generator: torch.Generator, progress=None,
+              augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Returns (centroids (k, d) float32, labels (n,) of the final model, run statistics).
+
+    ``augment`` (rows -> rows): the loss is computed on augmented batches."""
     r = nn.Parameter(torch.as_tensor(centroids, dtype=torch.float32, device=x.device).clone())
     opt = make_adam(list(autoencoder.parameters()) + [r], config.lr)
     task = progress.add_task("fine-tune (DKM)", total=config.max_batches, info="") if progress else None
@@ -56,6 +62,8 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
     autoencoder.train()
     while batch < config.max_batches:
         xb = x[next(batches)]
+        if augment is not None:
+            xb = augment(xb)
         z_raw = autoencoder.encoder(xb)
         loss = (nn.functional.mse_loss(autoencoder.decoder(z_raw), xb)
                 + config.lam * dkm_loss(project(z_raw), r, alpha))

@@ -17,9 +17,13 @@ from deepclust.runtime.preprocessing import Preprocessing
 
 from torch import nn
 
-from .autoencoder import DenseAutoencoder, L2Normalize
 from . import dcn, dec, dkm
+from .acai import ACAIConfig, ACAIRegularizer
+from .augment import AffineAugment, RowAugmenter
+from .autoencoder import DenseAutoencoder, L2Normalize
+from .conv_autoencoder import ConvAutoencoder
 from .heads import HEADS, HeadResult, fit_kmeans
+from .images import ImageLayout
 from .metrics import clustering_scores
 from .pretrain import pretrain_autoencoder
 from .progress import progress_bars
@@ -34,6 +38,7 @@ FINE_TUNERS = {
     "dkm": (dkm.fine_tune, dkm.DKMConfig, {}),
 }
 METHODS = (*HEADS, *FINE_TUNERS)
+ARCHITECTURES = ("dense", "conv")
 _EMBED_BATCH = 8192
 
 
@@ -59,8 +64,24 @@ class DeepClustering:
         reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a softmax-weighted
         k-means loss (alpha 1000).
     latent_dim : int, default 10
+    architecture : {"dense", "conv"}, default "dense"
+        "dense": DEC's fully connected autoencoder (widths ``hidden``). "conv": DEC-DA's
+        convolutional autoencoder (channels ``filters``), for image samples of shape (H, W),
+        (H, W, C) or (C, H, W) (see ``images.ImageLayout``); both take flat rows.
     hidden : sequence of int, default (500, 500, 2000)
-        Encoder widths (DEC's); the decoder mirrors them.
+        Dense encoder widths (DEC's); the decoder mirrors them.
+    filters : sequence of int, default (32, 64, 128)
+        Conv encoder channels, one stride-2 convolution each (5x5, the last 3x3; DEC-DA's),
+        followed by a linear layer to ``latent_dim``; the decoder mirrors them.
+    augment : bool, default False
+        Image samples only: train on randomly warped images (rotation up to 10 degrees,
+        shifts up to 10% of the size, zoom 0.9-1.1; ``augment.AffineAugment``). Pretraining
+        reconstructs each warped image from itself; dec/idec/dcn/dkm compute their targets
+        on clean data and their losses on warped batches (DEC-DA).
+    acai : bool, default False
+        Pretrain with ACAI's adversarial regulariser (a critic learns the mixing
+        coefficient of decoded interpolations; the autoencoder learns to fool it). The
+        critic is not exported.
     epochs : int, default 50
         Pretraining epochs.
     batch_size : int, default 256
@@ -94,14 +115,19 @@ class DeepClustering:
     """
 
     def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", latent_dim: int = 10,
-                 hidden: Sequence[int] = (500, 500, 2000), epochs: int = 50, batch_size: int = 256,
-                 lr: float = 1e-3, normalize: bool = True, n_init: int = 20, update_interval: int = 140,
-                 tol: float = 0.001, max_iter: int = 20_000, seed: int = 0, device: str = "auto",
-                 verbose: bool = False):
+                 architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
+                 filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
+                 epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,
+                 n_init: int = 20, update_interval: int = 140, tol: float = 0.001, max_iter: int = 20_000,
+                 seed: int = 0, device: str = "auto", verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
         self.latent_dim = latent_dim
+        self.architecture = architecture
         self.hidden = hidden
+        self.filters = filters
+        self.augment = augment
+        self.acai = acai
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -114,12 +140,13 @@ class DeepClustering:
         self.device = device
         self.verbose = verbose
 
-    _PARAMS = ("n_clusters", "method", "latent_dim", "hidden", "epochs", "batch_size", "lr", "normalize", "n_init",
-               "update_interval", "tol", "max_iter", "seed")
+    _PARAMS = ("n_clusters", "method", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
+               "epochs", "batch_size", "lr", "normalize", "n_init", "update_interval", "tol", "max_iter", "seed")
 
     def get_params(self) -> dict:
         params = {name: getattr(self, name) for name in self._PARAMS}
         params["hidden"] = list(params["hidden"])
+        params["filters"] = list(params["filters"])
         return params
 
     def _validate_params(self, n_samples: int) -> None:
@@ -137,6 +164,13 @@ class DeepClustering:
             raise DeepclustError(f"tol={self.tol!r} should be in [0, 1)")
         if any(int(w) < 1 for w in self.hidden):
             raise DeepclustError(f"hidden={list(self.hidden)!r} should hold widths >= 1")
+        if self.architecture not in ARCHITECTURES:
+            raise DeepclustError(f"architecture={self.architecture!r} should be one of {', '.join(ARCHITECTURES)}")
+        if len(self.filters) == 0 or any(int(c) < 1 for c in self.filters):
+            raise DeepclustError(f"filters={list(self.filters)!r} should hold one or more channel counts >= 1")
+        for name in ("augment", "acai"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise DeepclustError(f"{name}={getattr(self, name)!r} should be True or False")
         if n_samples < self.n_clusters:
             raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
 
@@ -156,6 +190,7 @@ class DeepClustering:
         self.preprocessing_ = preprocessing or Preprocessing()
         self.sample_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = int(np.prod(self.sample_shape_))
+        layout = self._image_layout()
         self.feature_names_ = tuple(feature_names) if feature_names is not None else None
         self.device_ = resolve_device(self.device)
         # Reconstruction gradients of near-zero pixels become denormal floats after a few
@@ -172,11 +207,17 @@ class DeepClustering:
             torch.manual_seed(self.seed)
             generator = torch.Generator(device=self.device_).manual_seed(self.seed)
             x = torch.from_numpy(features).to(self.device_)
-            self.autoencoder_ = DenseAutoencoder(self.n_features_in_, self.hidden, self.latent_dim).to(self.device_)
+            if self.architecture == "conv":
+                self.autoencoder_ = ConvAutoencoder(layout, self.filters, self.latent_dim).to(self.device_)
+            else:
+                self.autoencoder_ = DenseAutoencoder(self.n_features_in_, self.hidden, self.latent_dim).to(self.device_)
+            augment = RowAugmenter(layout, AffineAugment(), generator) if self.augment else None
+            acai = (ACAIRegularizer(self.autoencoder_, ACAIConfig(), lr=self.lr, generator=generator)
+                    if self.acai else None)
             t0 = time.perf_counter()
             self.history_ = pretrain_autoencoder(self.autoencoder_, x, epochs=self.epochs,
-                                                 batch_size=self.batch_size, lr=self.lr,
-                                                 generator=generator, progress=progress)
+                                                 batch_size=self.batch_size, lr=self.lr, generator=generator,
+                                                 progress=progress, augment=augment, acai=acai)
             timings["pretrain_seconds"] = time.perf_counter() - t0
             # What ships: the encoder, plus the projection the head clusters in. The
             # fine-tuning methods work in the raw embedding, as published: DEC's Student-t
@@ -199,7 +240,7 @@ class DeepClustering:
                 config = config_class(update_interval=self.update_interval, tol=self.tol, max_batches=self.max_iter,
                                       batch_size=self.batch_size, lr=self.lr, **fixed)
                 centroids, labels, self.fine_tune_ = run(self.autoencoder_, nn.Identity(), x, init, config,
-                                                         generator=generator, progress=progress)
+                                                         generator=generator, progress=progress, augment=augment)
                 head = HeadResult(centroids, labels)
             else:
                 head = HEADS[self.method](z, self.n_clusters, n_init=self.n_init, seed=self.seed)
@@ -218,6 +259,14 @@ class DeepClustering:
         idx = np.sort(rng.choice(len(X), size=min(len(X), PARITY_ROWS), replace=False))
         self._fit_sample, self._fit_sample_labels = X[idx], self.labels_[idx]
         return self
+
+    def _image_layout(self) -> ImageLayout | None:
+        """How rows are images, for the options that need images (DeepclustError if they are not)."""
+        needs = ([f"architecture={self.architecture!r}"] if self.architecture == "conv" else []) + (
+            ["augment=True"] if self.augment else [])
+        if not needs:
+            return None
+        return ImageLayout.from_sample_shape(self.sample_shape_, needed_by=" and ".join(needs))
 
     def transform(self, X) -> np.ndarray:
         """Embeddings (n_samples, latent_dim) of raw rows, computed by torch."""

@@ -2,15 +2,21 @@
 
 The loop is deliberately plain: the data lives in one float32 tensor; each epoch gathers it
 once in a new random order and then takes contiguous slices, so a batch costs no per-item
-collation and no copy beyond that one gather.
+collation and no copy beyond that one gather. Two options change what a step trains on:
+``augment`` warps each batch, which is then reconstructed from itself (DEC-DA), and ``acai``
+adds ACAI's adversarial term and a critic step (see ``acai``).
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .acai import ACAIRegularizer
 
 
 def make_adam(params, lr: float) -> torch.optim.Adam:
@@ -24,10 +30,17 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
 
 
 def pretrain_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-                         generator: torch.Generator, progress=None) -> list[dict]:
+                         generator: torch.Generator, progress=None,
+                         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                         acai: ACAIRegularizer | None = None) -> list[dict]:
     """Train ``model`` (returning (z, x_hat)) to reconstruct ``x`` with MSE and Adam.
 
-    Returns one record per epoch: ``{"epoch", "loss", "seconds"}``.
+    ``augment`` (rows -> rows, e.g. ``augment.RowAugmenter``): each batch is replaced by its
+    augmented copy, input and target alike. ``acai`` (an ``acai.ACAIRegularizer``): its
+    adversarial term joins the loss, and its critic takes a step after each autoencoder step.
+
+    Returns one record per epoch: ``{"epoch", "loss", "seconds"}`` (loss: the mean
+    reconstruction MSE), plus ``"critic_loss"`` with ``acai``.
     """
     opt = make_adam(model.parameters(), lr)
     n = len(x)
@@ -39,18 +52,30 @@ def pretrain_autoencoder(model: nn.Module, x: torch.Tensor, *, epochs: int, batc
         t0 = time.perf_counter()
         shuffled = x[torch.randperm(n, generator=generator, device=x.device)]
         total = torch.zeros((), device=x.device)
+        critic_total = torch.zeros((), device=x.device)
         for s in range(0, n, batch_size):
             xb = shuffled[s:s + batch_size]
-            _, recon = model(xb)
+            if augment is not None:
+                xb = augment(xb)
+            z, recon = model(xb)
             loss = nn.functional.mse_loss(recon, xb)
+            objective = loss
+            if acai is not None:
+                term, mix = acai.autoencoder_term(model.decoder, z)
+                objective = loss + term
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
+            if acai is not None:
+                critic_total += acai.critic_step(xb, recon, *mix) * len(xb)
             total += loss.detach() * len(xb)
             if task is not None:
                 progress.advance(task)
         epoch_loss = float(total) / n
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "seconds": time.perf_counter() - t0})
+        record = {"epoch": epoch + 1, "loss": epoch_loss, "seconds": time.perf_counter() - t0}
+        if acai is not None:
+            record["critic_loss"] = float(critic_total) / n
+        history.append(record)
         if task is not None:
             progress.update(task, info=f"epoch {epoch + 1}/{epochs} loss {epoch_loss:.4f}")
     model.eval()

@@ -86,3 +86,41 @@ def test_evaluate_without_labels(tmp_path, reference_bundle):
     np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
     r = runner.invoke(app, ["evaluate", str(reference_bundle), str(tmp_path / "x.npy")])
     assert r.exit_code == 1 and "has no labels" in r.output
+
+
+def test_train_conv_with_augmentation_and_acai_writes_a_bundle(tmp_path):
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "b"), "--architecture", "conv",
+                            "--filters", "8,16,16", "--augment", "--acai", "--epochs", "1", "--latent-dim", "5",
+                            "--batch-size", "64", "--n-init", "2", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["k"] == 10 and result["checks"]["label_agreement"] >= 0.999
+    params = json.loads((tmp_path / "b" / "manifest.json").read_text())["method"]["params"]
+    assert {k: params[k] for k in ("architecture", "filters", "augment", "acai")} == {
+        "architecture": "conv", "filters": [8, 16, 16], "augment": True, "acai": True}
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "b"), "digits", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["metrics"]["acc"] == pytest.approx(result["metrics"]["acc"], abs=1e-3)
+
+
+@pytest.mark.parametrize("option", [["--architecture", "conv"], ["--augment"]])
+def test_image_options_on_table_data_fail_with_one_line(tmp_path, data, option):
+    r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), *option, *FAST])
+    assert r.exit_code == 1
+    text = " ".join(r.output.split())
+    assert text.startswith("error: ") and "needs image samples" in text and "got sample shape (12,)" in text
+    assert not (tmp_path / "b").exists()
+
+
+def test_bad_filters_are_named():
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", "unused", "--filters", "8,x"])
+    assert r.exit_code == 1 and "--filters='8,x' should be comma-separated integers" in " ".join(r.output.split())
+
+
+def test_train_help_describes_the_architecture_and_training_options():
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400"})  # one line per option
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
+                   "--acai", "adversarial regulariser"):
+        assert phrase in text, phrase

@@ -34,13 +34,43 @@ def test_learns_separable_clusters():
     assert m.cluster_centers_.shape == (3, 3) and m.labels_.shape == (300,)
 
 
-def test_same_seed_same_model_other_seed_other_model():
+AS_IMAGES = (4, 5)  # blobs' 20 features read as 4x5 images, for the options that need images
+FINE_TUNE = dict(update_interval=20, max_iter=60)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"augment": True},
+    {"acai": True},
+    {"architecture": "conv", "filters": (4, 8, 8), "augment": True, "acai": True},
+    {"augment": True, "method": "idec", **FINE_TUNE},
+    {"augment": True, "method": "dcn", **FINE_TUNE},
+    {"augment": True, "method": "dkm", **FINE_TUNE},
+], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k not in FINE_TUNE) or "plain")
+def test_same_seed_same_model_other_seed_other_model(options):
     x, _ = blobs()
-    a, b, c = small(seed=1).fit(x), small(seed=1).fit(x), small(seed=2).fit(x)
+    x = x.reshape(len(x), *AS_IMAGES)
+    a, b, c = (small(seed=seed, epochs=5, **options).fit(x) for seed in (1, 1, 2))
     for pa_, pb in zip(a.autoencoder_.parameters(), b.autoencoder_.parameters()):
         assert torch.equal(pa_, pb)
     np.testing.assert_array_equal(a.labels_, b.labels_)
+    untimed = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert untimed(a.history_) == untimed(b.history_)
     assert not torch.equal(next(a.autoencoder_.parameters()), next(c.autoencoder_.parameters()))
+
+
+@pytest.mark.parametrize("option", ["augment", "acai"])
+def test_augment_and_acai_change_what_is_learned(option):
+    x = blobs()[0].reshape(300, *AS_IMAGES)
+    plain, other = small(epochs=3).fit(x), small(epochs=3, **{option: True}).fit(x)
+    assert not torch.equal(next(plain.autoencoder_.parameters()), next(other.autoencoder_.parameters()))
+
+
+def test_augment_needs_image_shaped_data():
+    with pytest.raises(DeepclustError, match=r"augment=True needs image samples .* got sample shape \(20,\)"):
+        small(augment=True).fit(blobs()[0])
+    with pytest.raises(DeepclustError, match=r"augment='yes' should be True or False"):
+        small(augment="yes").fit(blobs()[0])
 
 
 def test_fit_does_not_disturb_the_global_torch_rng():
@@ -100,6 +130,8 @@ def test_manifest_records_method_versions_and_metrics(tmp_path):
     manifest = json.loads((m.save(tmp_path / "b") / "manifest.json").read_text())
     assert manifest["method"]["name"] == "autoencoder+kmeans"
     assert manifest["method"]["params"]["hidden"] == [32, 32]
+    assert {k: manifest["method"]["params"][k] for k in ("architecture", "filters", "augment", "acai")} == {
+        "architecture": "dense", "filters": [32, 64, 128], "augment": False, "acai": False}
     assert manifest["metrics"]["acc"] == pytest.approx(m.metrics_["acc"])
     assert {"torch", "onnxruntime", "numpy"} <= set(manifest["versions"])
 
@@ -115,10 +147,12 @@ def test_normalisation_is_part_of_the_exported_encoder(tmp_path, normalize):
         assert np.ptp(norms) > 0.1
 
 
+@pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("method", ["dec", "idec", "dcn", "dkm"])
-def test_fine_tuning_methods_learn_and_export_with_parity(tmp_path, method):
+def test_fine_tuning_methods_learn_and_export_with_parity(tmp_path, method, augment):
     x, y = blobs()
-    m = small(method=method, update_interval=20, max_iter=300).fit(x, y)
+    x = x.reshape(len(x), *AS_IMAGES)
+    m = small(method=method, update_interval=20, max_iter=300, augment=augment).fit(x, y)
     assert m.fine_tune_["batches"] >= 1
     assert m.metrics_["acc"] > 0.9
     runtime = Assigner.load(m.save(tmp_path / "b"))
