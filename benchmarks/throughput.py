@@ -5,7 +5,8 @@ k = 10, trained briefly here unless --bundle is given), interleaved over --repea
 (medians reported, since these machines are noisy):
 
   limit      torch.mm 8192x8192 fp32 GFLOP/s / (2 x the encoder's multiply-adds per row)
-  deepclust  fp32 fused pipeline and int8 pipeline via Assigner.assign, per call size
+  deepclust  fp32 and int8 fused pipelines as `deepclust assign` runs them, per read batch size
+             (single calls of small batches: see latency)
   ort+faiss  the unfused path: ONNX encoder, then a FAISS flat search
   torch      eager encoder + scikit-learn KMeans.predict, per batch size
   cut-over   fused argmin vs FAISS search as k grows (random centroids)
@@ -70,10 +71,24 @@ def gemm_gflops(n: int = 8192, reps: int = 3) -> float:
 
 
 def rows_per_second(fn, x: np.ndarray, batch: int) -> float:
+    """Rows/s of ``fn`` called on consecutive ``batch``-row slices of ``x``."""
     t = time.perf_counter()
     for s in range(0, len(x), batch):
         fn(x[s:s + batch])
     return len(x) / (time.perf_counter() - t)
+
+
+def streamed(assigner):
+    """What `deepclust assign` does with each read batch: a reader fills a buffer (the copy),
+    the job re-cuts the stream into encoder calls, the Assigner scores each call."""
+    from deepclust.runtime.scoring import DEFAULT_CHUNK_ROWS, scoring_calls
+
+    def run(x, batch):
+        reads = (x[s:s + batch].copy() for s in range(0, len(x), batch))
+        for call in scoring_calls(reads, 0, assigner.batch_size, DEFAULT_CHUNK_ROWS):
+            assigner._assign_prepared(call, False, False)
+
+    return run
 
 
 def torch_sklearn_scorer(bundle, model):
@@ -195,13 +210,10 @@ def main() -> None:
                        device="cpu")
     torch_fn = torch_sklearn_scorer(bundle, model)
 
-    def prepared(a):
-        return lambda b: a._assign_prepared(b.copy(), False, False)
-
     contenders = {("limit", 0): None}
     for b in BATCHES:
-        contenders[("deepclust fp32", b)] = lambda v, a=exact: a.assign(v)
-        contenders[("deepclust int8", b)] = lambda v, a=fast: a.assign(v)
+        contenders[("deepclust fp32", b)] = streamed(exact)
+        contenders[("deepclust int8", b)] = streamed(fast)
         contenders[("torch eager + sklearn", b)] = torch_fn
     contenders[("ort + faiss (unfused)", 1024)] = unfused.assign
     contenders[("ort + argmin (fused)", 1024)] = exact.assign
@@ -211,6 +223,10 @@ def main() -> None:
         for key, fn in contenders.items():
             if key[0] == "limit":
                 samples[key].append(gemm_gflops() * 1e9 / (2 * macs))
+            elif key[0].startswith("deepclust"):
+                t = time.perf_counter()
+                fn(x, key[1])
+                samples[key].append(len(x) / (time.perf_counter() - t))
             else:
                 samples[key].append(rows_per_second(fn, x, key[1]))
     med = {key: statistics.median(v) for key, v in samples.items()}
