@@ -135,8 +135,9 @@ def scoring_calls(values: Iterable[np.ndarray], start_row: int, call_rows: int,
     size, wherever it resumed, and on either engine. That matters because onnxruntime's float
     results depend, in the last bit, on the size of the call a row is in (measured: 1- and
     7-row calls vs one large call); labels did not change, but resumed outputs must be
-    byte-identical. Yields owned, writable arrays (scoring preprocesses in place); readers may
-    reuse their buffers."""
+    byte-identical. Yields writable arrays (scoring preprocesses in place): a slice of the
+    batch when a whole call lies inside it, else a gathered copy, so readers may reuse their
+    buffers."""
     row, buf, fill, size = start_row, None, 0, 0
     for x in values:
         off = 0

@@ -12,7 +12,6 @@ methods (targets from clean data, the loss on warped batches), as DEC-DA does.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
