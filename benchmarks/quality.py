@@ -8,11 +8,18 @@ in its own process; one JSON record per run (configuration, options, data set, n
 NMI, ARI, seconds per phase, device, versions, machine) is appended to
 benchmarks/results/quality.jsonl. `table` groups the records by configuration and data set
 (mean ± std over seeds). Any row is reproduced by the command stored in its records.
+
+Configurations that differ only in their clustering options (ae+kmeans, ae+gmm, dec, idec,
+dcn, dkm) pretrain the same autoencoder, so the first of them saves it (`--save-pretrained`,
+under benchmarks/work/pretrained/) and the others start from it (`--pretrained`). That gives
+the same model as pretraining again (tests/trainer/test_checkpoint.py) at a fraction of the
+time; records keep the pretraining seconds it took once. `--no-share-pretraining` turns it off.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -23,7 +30,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality.jsonl"
-TABLE = HERE / "results" / "quality.md"
+# `deepclust train` options that act after pretraining (with how many values each takes):
+# runs that differ only in these can share one pretrained autoencoder.
+CLUSTERING_OPTIONS = {"--method": 1, "--n-init": 1, "--update-interval": 1, "--tol": 1, "--max-iter": 1,
+                      "--normalize": 0, "--no-normalize": 0, "--int8": 0, "--no-int8": 0}
 
 # Configuration name -> `deepclust train` options (on top of the CLI defaults), and the
 # published ACC to compare with, per data set, where there is one.
@@ -43,25 +53,31 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
 
 
 def run(args) -> None:
-    RESULTS.parent.mkdir(exist_ok=True)
+    results, pretrained_dir = Path(args.results), Path(args.work) / "pretrained"
+    results.parent.mkdir(parents=True, exist_ok=True)
     for data in args.data:
-        for name in args.configs:
-            options = CONFIGS[name][0] + args.extra
-            for seed in args.seeds:
+        for seed in args.seeds:
+            for name in args.configs:
+                options = CONFIGS[name][0] + args.extra
+                cmd = ["deepclust", "train", "--data", data, "--out", "BUNDLE", "--seed", str(seed), "--json",
+                       *options]
+                if args.data_dir:
+                    cmd += ["--data-dir", args.data_dir]
+                argv = [sys.executable, "-m", "deepclust.cli", *cmd[1:]]
+                shared = None
+                if args.share_pretraining:
+                    shared = pretrained_dir / f"{_pretraining_key(data, seed, options)}.npz"
+                    argv += ["--pretrained" if shared.exists() else "--save-pretrained", str(shared)]
                 with tempfile.TemporaryDirectory() as tmp:
-                    cmd = ["deepclust", "train", "--data", data, "--out", "BUNDLE", "--seed", str(seed), "--json",
-                           *options]
-                    if args.data_dir:
-                        cmd += ["--data-dir", args.data_dir]
-                    argv = [sys.executable, "-m", "deepclust.cli", *cmd[1:]]
                     argv[argv.index("BUNDLE")] = f"{tmp}/b"
                     proc = subprocess.run(argv, capture_output=True, text=True)
                 if proc.returncode != 0:
-                    raise SystemExit(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+                    raise SystemExit(f"{' '.join(argv)}: {proc.stderr.strip()}")
                 record = json.loads(proc.stdout)
                 record.pop("bundle", None)
-                record.update(config=name, options=options, seed=seed, command=" ".join(cmd), machine=_machine())
-                with RESULTS.open("a") as f:
+                record.update(config=name, options=options, seed=seed, command=" ".join(cmd), machine=_machine(),
+                              pretraining_shared=bool(shared and "--pretrained" in argv))
+                with results.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 m, t = record["metrics"], record["timings"]
                 print(f"{data} {name} seed {seed}: ACC {m['acc']:.4f} NMI {m['nmi']:.4f} ARI {m['ari']:.4f} | "
@@ -69,8 +85,22 @@ def run(args) -> None:
     table(args)
 
 
+def _pretraining_key(data: str, seed: int, options: list[str]) -> str:
+    """A name for the pretrained autoencoder these options lead to (the clustering options removed)."""
+    kept, i = [], 0
+    while i < len(options):
+        if options[i] in CLUSTERING_OPTIONS:
+            i += 1 + CLUSTERING_OPTIONS[options[i]]
+        else:
+            kept.append(options[i])
+            i += 1
+    digest = hashlib.sha256(json.dumps([data, seed, kept]).encode()).hexdigest()[:16]
+    return f"{data}-seed{seed}-{digest}"
+
+
 def table(args) -> None:
-    records = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    results = Path(args.results)
+    records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     groups: dict = {}
     for r in records:
         groups.setdefault((r["data"], r["config"]), []).append(r)
@@ -92,7 +122,7 @@ def table(args) -> None:
                        for r in records})
     text = ("Generated by `benchmarks/quality.py table` from `quality.jsonl`; each record holds the command "
             "that reproduces it.\nMachines: " + "; ".join(machines) + "\n\n" + "\n".join(lines) + "\n")
-    TABLE.write_text(text)
+    results.with_suffix(".md").write_text(text)
     print(text)
 
 
@@ -114,8 +144,13 @@ def main() -> None:
     r.add_argument("--data", nargs="+", default=["mnist"], help="data set names (mnist, fashion-mnist, digits)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--no-share-pretraining", dest="share_pretraining", action="store_false",
+                   help="pretrain anew for every run, even where the pretraining options are the same")
     r.add_argument("extra", nargs="*", help="more `deepclust train` options for every run, after --")
-    sub.add_parser("table", help="rewrite results/quality.md")
+    t = sub.add_parser("table", help="rewrite results/quality.md")
+    for p in (r, t):
+        p.add_argument("--results", default=str(RESULTS), help="records file (the table goes beside it, .md)")
+    r.add_argument("--work", default=str(HERE / "work"), help="where shared pretrained autoencoders are kept")
     args = ap.parse_args()
     {"run": run, "table": table}[args.command](args)
 

@@ -195,12 +195,23 @@ def train(
                                        "faster on CPU). Its label agreement with fp32 is measured on held-out training "
                                        "rows and recorded; assign uses it by default only when that is >= 99.5%.")]
     = True,
+    save_pretrained: Annotated[Optional[Path], typer.Option(
+        "--save-pretrained", help="Also save the autoencoder as pretraining left it (.npz), to start other fits "
+                                  "from with --pretrained.")] = None,
+    pretrained: Annotated[Optional[Path], typer.Option(
+        "--pretrained", help="Skip pretraining: start from a file written by --save-pretrained with the same data "
+                             "and pretraining options (e.g. to try another --method); the result equals a fit from "
+                             "scratch.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Train an autoencoder + clustering head and export a verified model bundle."""
     _refuse_existing(out_dir, overwrite, "bundle folder")
+    if pretrained is not None and save_pretrained is not None:
+        raise DeepclustError("--pretrained skips pretraining, so there is nothing for --save-pretrained to save")
+    if pretrained is not None and not pretrained.is_file():
+        raise DeepclustError(f"{pretrained}: no such pretrained autoencoder file")
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.estimator import DeepClustering
 
@@ -215,7 +226,8 @@ def train(
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
                            update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
                            verbose=not (quiet or as_json))
-    model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names)
+    model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names, pretrained=pretrained,
+              save_pretrained_to=save_pretrained)
     t0 = time.perf_counter()
     path = model.save(out_dir, overwrite=overwrite, int8=int8)
     timings = {**model.timings_, "export_seconds": time.perf_counter() - t0}
@@ -227,8 +239,9 @@ def train(
                           "metrics": model.metrics_, "timings": timings, "checks": checks}))
         return
     _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method.value}", model.metrics_)
-    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['pretrain_seconds'] / epochs:.2f}s/epoch on "
-              f"{model.device_}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
+    source = f"from {pretrained}" if pretrained is not None else f"on {model.device_}"
+    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['pretrain_seconds'] / epochs:.2f}s/epoch "
+              f"{source}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
               f"runtime parity: labels agree on {checks['label_agreement']:.2%} of {checks['parity_rows']} rows")
     if "int8" in checks:
         out.print(f"int8 pipeline: labels agree with fp32 on {checks['int8']['label_agreement']:.2%} of "

@@ -21,6 +21,7 @@ from . import dcn, dec, dkm
 from .acai import ACAIConfig, ACAIRegularizer
 from .augment import AffineAugment, RowAugmenter
 from .autoencoder import DenseAutoencoder, L2Normalize
+from .checkpoint import Pretrained, fingerprint, load_pretrained, save_pretrained
 from .conv_autoencoder import ConvAutoencoder
 from .heads import HEADS, HeadResult, fit_kmeans
 from .images import ImageLayout
@@ -174,12 +175,25 @@ class DeepClustering:
         if n_samples < self.n_clusters:
             raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
 
+    def _pretraining_options(self) -> dict:
+        """What decides the pretrained autoencoder (with the data): a pretrained file must match these."""
+        options = {name: getattr(self, name) for name in ("architecture", "latent_dim", "augment", "acai", "epochs",
+                                                             "batch_size", "lr", "seed")}
+        options["augment"], options["acai"] = bool(self.augment), bool(self.acai)
+        options["widths"] = [int(w) for w in (self.filters if self.architecture == "conv" else self.hidden)]
+        options["sample_shape"] = list(self.sample_shape_)
+        return options
+
     def fit(self, X, y=None, *, preprocessing: Preprocessing | None = None,
-            feature_names: Sequence[str] | None = None) -> "DeepClustering":
+            feature_names: Sequence[str] | None = None, pretrained=None, save_pretrained_to=None) -> "DeepClustering":
         """Fit on raw rows ``X`` of shape (n_samples, *sample_shape).
 
         ``preprocessing`` is applied before the encoder and stored in the bundle so that the
         runtime scores raw data the same way; ``y`` (optional) only feeds ``metrics_``.
+        ``save_pretrained_to`` (a path): also write the autoencoder as pretraining left it
+        (see ``checkpoint``). ``pretrained`` (such a path): skip pretraining and start from that
+        file instead, which must come from the same data and pretraining options; the result
+        is the same as a fit from scratch (on the same device).
         """
         X = np.asarray(X)
         if X.dtype.kind not in "biuf":
@@ -187,6 +201,8 @@ class DeepClustering:
         if X.ndim < 2 or len(X) == 0:
             raise InputError(f"X should have shape (n_samples, n_features) with n_samples >= 1, got {X.shape}")
         self._validate_params(len(X))
+        if pretrained is not None and save_pretrained_to is not None:
+            raise DeepclustError("pretrained skips pretraining, so there is nothing for save_pretrained_to to save")
         self.preprocessing_ = preprocessing or Preprocessing()
         self.sample_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = int(np.prod(self.sample_shape_))
@@ -214,11 +230,20 @@ class DeepClustering:
             augment = RowAugmenter(layout, AffineAugment(), generator) if self.augment else None
             acai = (ACAIRegularizer(self.autoencoder_, ACAIConfig(), lr=self.lr, generator=generator)
                     if self.acai else None)
-            t0 = time.perf_counter()
-            self.history_ = pretrain_autoencoder(self.autoencoder_, x, epochs=self.epochs,
-                                                 batch_size=self.batch_size, lr=self.lr, generator=generator,
-                                                 progress=progress, augment=augment, acai=acai)
-            timings["pretrain_seconds"] = time.perf_counter() - t0
+            if pretrained is not None:
+                self._resume_pretrained(pretrained, features, generator)
+                timings["pretrain_seconds"] = self.pretrained_.seconds
+            else:
+                t0 = time.perf_counter()
+                self.history_ = pretrain_autoencoder(self.autoencoder_, x, epochs=self.epochs,
+                                                     batch_size=self.batch_size, lr=self.lr, generator=generator,
+                                                     progress=progress, augment=augment, acai=acai)
+                timings["pretrain_seconds"] = time.perf_counter() - t0
+                if save_pretrained_to is not None:
+                    save_pretrained(save_pretrained_to, Pretrained(
+                        self._pretraining_options(), fingerprint(features), self.autoencoder_.state_dict(),
+                        generator.get_state(), torch.get_rng_state(), self.device_, self.history_,
+                        timings["pretrain_seconds"]))
             # What ships: the encoder, plus the projection the head clusters in. The
             # fine-tuning methods work in the raw embedding, as published: DEC's Student-t
             # kernel on unit vectors (squared distances <= 4) never settled on MNIST (20-30%
@@ -259,6 +284,19 @@ class DeepClustering:
         idx = np.sort(rng.choice(len(X), size=min(len(X), PARITY_ROWS), replace=False))
         self._fit_sample, self._fit_sample_labels = X[idx], self.labels_[idx]
         return self
+
+    def _resume_pretrained(self, path, features: np.ndarray, generator: torch.Generator) -> None:
+        """Load a pretrained file into ``autoencoder_`` and the generators, as if pretraining had just run."""
+        self.pretrained_ = load_pretrained(path)
+        self.pretrained_.check_compatible(self._pretraining_options(), fingerprint(features), path)
+        try:
+            self.autoencoder_.load_state_dict(self.pretrained_.state)
+        except RuntimeError as e:  # same options yet other tensors: a file edited by hand or another version
+            raise DeepclustError(f"{path}: its weights do not fit this autoencoder ({str(e).splitlines()[0]})") from None
+        if self.pretrained_.device == self.device_:
+            generator.set_state(self.pretrained_.generator_state)
+        torch.set_rng_state(self.pretrained_.torch_rng_state)
+        self.history_ = self.pretrained_.history
 
     def _image_layout(self) -> ImageLayout | None:
         """How rows are images, for the options that need images (DeepclustError if they are not)."""
