@@ -64,12 +64,14 @@ class Architecture(str, Enum):
 
 
 class Method(str, Enum):
+    auto = "auto"
     kmeans = "kmeans"
     gmm = "gmm"
     dec = "dec"
     idec = "idec"
     dcn = "dcn"
     dkm = "dkm"
+    selflabel = "selflabel"
 
 
 DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: auto (GPU when present), cpu or cuda.")]
@@ -152,11 +154,14 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
                                              "classes, when the data has labels.")] = None,
-    method: Annotated[Method, typer.Option(help="Clustering head: k-means or a full-covariance Gaussian mixture on "
+    method: Annotated[Method, typer.Option(help="Clustering head. auto (default): selflabel with --augment for image "
+                                           "data (the recommended configuration: README, Results), kmeans for "
+                                           "tables. k-means or a full-covariance Gaussian mixture on "
                                            "the embedding; dec, idec, dcn and dkm start from k-means and fine-tune "
                                            "encoder and centroids (DEC's KL loss; IDEC adds 0.1 x reconstruction; "
                                            "DCN alternates with mini-batch k-means; DKM uses a softmax-weighted "
-                                           "k-means loss).")] = Method.kmeans,
+                                           "k-means loss); selflabel distils N2D's clusters (UMAP + GMM on "
+                                           "the embedding) into encoder and centroids.")] = Method.auto,
     epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
@@ -169,10 +174,11 @@ def train(
     filters: Annotated[str, typer.Option(help="Conv encoder channels, comma-separated: one stride-2 convolution each "
                                          "(5x5, the last 3x3), then a linear layer to --latent-dim; the decoder "
                                          "mirrors them.")] = "32,64,128",
-    augment: Annotated[bool, typer.Option(help="Image data only: train on randomly warped images (rotation up to 10 "
+    augment: Annotated[Optional[bool], typer.Option(help="Image data only: train on randomly warped images (rotation up to 10 "
                                           "degrees, shifts up to 10%, zoom 0.9-1.1). Pretraining reconstructs each "
                                           "warped image; dec/idec/dcn/dkm take targets from clean images and losses "
-                                          "from warped ones (DEC-DA).")] = False,
+                                          "from warped ones (DEC-DA). Default: on with --method auto on image "
+                                          "data, else off.")] = None,
     acai: Annotated[bool, typer.Option(help="Pretrain with ACAI's adversarial regulariser: a critic learns to predict "
                                        "the mixing coefficient of decoded interpolations, the autoencoder to make "
                                        "them look real (Berthelot et al. 2018). The critic is not exported.")]
@@ -220,9 +226,13 @@ def train(
         if ds.y is None:
             raise DeepclustError(f"{data}: --k is required (the data has no labels to infer it from)")
         k = int(len(set(ds.y.tolist())))
+    images = len(ds.sample_shape) >= 2
+    if method is Method.auto:
+        method = Method.selflabel if images else Method.kmeans
+        augment = images if augment is None else augment
     model = DeepClustering(k, method=method.value, latent_dim=latent_dim, architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
-                           filters=_parse_widths(filters, "--filters", "32,64,128"), augment=augment, acai=acai,
+                           filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
                            update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
                            verbose=not (quiet or as_json))

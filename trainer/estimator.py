@@ -17,7 +17,7 @@ from deepclust.runtime.preprocessing import Preprocessing
 
 from torch import nn
 
-from . import dcn, dec, dkm
+from . import dcn, dec, dkm, selflabel
 from .acai import ACAIConfig, ACAIRegularizer
 from .augment import AffineAugment, RowAugmenter
 from .autoencoder import DenseAutoencoder, L2Normalize
@@ -38,7 +38,7 @@ FINE_TUNERS = {
     "dcn": (dcn.fine_tune, dcn.DCNConfig, {}),
     "dkm": (dkm.fine_tune, dkm.DKMConfig, {}),
 }
-METHODS = (*HEADS, *FINE_TUNERS)
+METHODS = (*HEADS, *FINE_TUNERS, "selflabel")
 ARCHITECTURES = ("dense", "conv")
 _EMBED_BATCH = 8192
 
@@ -248,14 +248,20 @@ class DeepClustering:
             # fine-tuning methods work in the raw embedding, as published: DEC's Student-t
             # kernel on unit vectors (squared distances <= 4) never settled on MNIST (20-30%
             # of labels flipping between target updates).
-            fine_tuning = self.method in FINE_TUNERS
+            fine_tuning = self.method in FINE_TUNERS or self.method == "selflabel"
             self.embedder_ = (nn.Sequential(self.autoencoder_.encoder, L2Normalize())
                               if self.normalize and not fine_tuning else self.autoencoder_.encoder)
 
             t0 = time.perf_counter()
             task = progress.add_task(f"cluster ({self.method})", total=1, info="")
             z = self._embed(x)
-            if fine_tuning:
+            if self.method == "selflabel":
+                config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr)
+                teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed)
+                centroids, labels, self.fine_tune_ = selflabel.fine_tune(
+                    self.autoencoder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
+                head = HeadResult(centroids, labels)
+            elif self.method in FINE_TUNERS:
                 # Start from k-means on directions when normalize is set (the better partition
                 # on MNIST), with centroids placed at that partition's raw-space means.
                 z_seed = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) if self.normalize else z

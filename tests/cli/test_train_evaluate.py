@@ -124,3 +124,15 @@ def test_train_help_describes_the_architecture_and_training_options():
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
                    "--acai", "adversarial regulariser"):
         assert phrase in text, phrase
+
+
+def test_default_method_is_the_recommended_one_for_images_and_kmeans_for_tables(tmp_path, data):
+    tiny = ["--hidden", "32,32", "--latent-dim", "4", "--epochs", "1", "--n-init", "2", "--no-int8", "--json", "-q"]
+    for source, expected in [("digits", {"method": "selflabel", "augment": True}),
+                             (str(data), {"method": "kmeans", "augment": False})]:
+        out = tmp_path / expected["method"]
+        r = runner.invoke(app, ["train", "--data", source, "--out", str(out), *tiny])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["method"] == expected["method"]
+        params = json.loads((out / "manifest.json").read_text())["method"]["params"]
+        assert {k: params[k] for k in expected} == expected

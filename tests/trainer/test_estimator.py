@@ -46,6 +46,7 @@ FINE_TUNE = dict(update_interval=20, max_iter=60)
     {"augment": True, "method": "idec", **FINE_TUNE},
     {"augment": True, "method": "dcn", **FINE_TUNE},
     {"augment": True, "method": "dkm", **FINE_TUNE},
+    {"augment": True, "method": "selflabel"},
 ], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k not in FINE_TUNE) or "plain")
 def test_same_seed_same_model_other_seed_other_model(options):
     x, _ = blobs()
@@ -148,12 +149,12 @@ def test_normalisation_is_part_of_the_exported_encoder(tmp_path, normalize):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-@pytest.mark.parametrize("method", ["dec", "idec", "dcn", "dkm"])
+@pytest.mark.parametrize("method", ["dec", "idec", "dcn", "dkm", "selflabel"])
 def test_fine_tuning_methods_learn_and_export_with_parity(tmp_path, method, augment):
     x, y = blobs()
     x = x.reshape(len(x), *AS_IMAGES)
     m = small(method=method, update_interval=20, max_iter=300, augment=augment).fit(x, y)
-    assert m.fine_tune_["batches"] >= 1
+    assert m.fine_tune_["batches" if method != "selflabel" else "epochs"] >= 1
     assert m.metrics_["acc"] > 0.9
     runtime = Assigner.load(m.save(tmp_path / "b"))
     assert np.mean(runtime.assign(x).labels == m.labels_) >= 0.999

@@ -1,0 +1,109 @@
+"""Self-labelling: N2D's clusters as a teacher, distilled into an exportable encoder + centroids.
+
+N2D (McConville et al., 2019) clusters a pretrained autoencoder's embedding far better than
+k-means does: UMAP re-embeds it from its k-nearest-neighbour graph, so the data's manifold
+rather than Euclidean distance decides, and a Gaussian mixture clusters UMAP's output (MNIST
+ACC 0.979). But UMAP is not an encoder the runtime can run. Here its partition is the
+teacher: the rows it is confident about (GMM posterior >= ``confidence``) train the encoder
+and the centroids so that the nearest centroid gives the teacher's label, with DEC's
+Student-t soft assignment as the classifier (loss -log q[i, label_i]; bounded, so the
+embedding cannot win by growing). With ``augment`` the student sees warped images and
+learns labels that do not move under small warps, which is where it can beat its teacher.
+
+The export is the usual one: encoder + centroids, labels = nearest centroid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepclust.runtime.errors import DeepclustError
+
+from .dec import soft_assignment
+from .finetune import batch_indices, embed_all, nearest
+from .pretrain import make_adam
+
+
+@dataclass
+class SelfLabelConfig:
+    n_neighbors: int = 20       # UMAP's graph (N2D's MNIST setting)
+    min_dist: float = 0.0       # UMAP packs clusters tightly: what a clusterer wants
+    confidence: float = 0.99    # teacher rows kept: GMM posterior at least this
+    epochs: int = 10            # passes over the kept rows
+    batch_size: int = 256
+    lr: float = 1e-3
+
+
+@dataclass
+class Teacher:
+    labels: np.ndarray       # (n,) the teacher's partition
+    confidence: np.ndarray   # (n,) its posterior for that label
+
+
+def teach(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teacher:
+    """N2D on the embedding ``z`` (n, d): UMAP to k dimensions, then a full-covariance GMM."""
+    try:
+        import umap
+    except ImportError as e:
+        raise ImportError("method 'selflabel' needs umap-learn: pip install 'deepclust[train]'") from e
+    from sklearn.mixture import GaussianMixture
+
+    # A fixed random_state makes UMAP deterministic (and single-threaded): a fit must be
+    # reproducible for its seed.
+    u = umap.UMAP(n_neighbors=min(config.n_neighbors, len(z) - 1), n_components=k, min_dist=config.min_dist,
+                  random_state=seed, n_jobs=1).fit_transform(z)
+    gmm = GaussianMixture(n_components=k, covariance_type="full", random_state=seed).fit(u)
+    posterior = gmm.predict_proba(u)
+    return Teacher(posterior.argmax(axis=1).astype(np.int64), posterior.max(axis=1))
+
+
+def fine_tune(autoencoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: SelfLabelConfig, *,
+              generator: torch.Generator, progress=None,
+              augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train the encoder and centroids to reproduce the teacher's confident labels.
+
+    Returns (centroids (k, d) float32, labels (n,) of the final model, {"kept", "epochs",
+    "teacher_agreement"}).
+    """
+    keep = np.flatnonzero(teacher.confidence >= config.confidence)
+    k = int(teacher.labels.max()) + 1
+    missing = sorted(set(range(k)) - set(teacher.labels[keep].tolist()))
+    if missing:
+        raise DeepclustError(f"selflabel: the teacher is confident about no row of cluster(s) {missing}; "
+                             f"lower the confidence threshold ({config.confidence}) or use another method")
+    identity = nn.Identity()
+    z = embed_all(autoencoder, identity, x)
+    kept = torch.as_tensor(keep, device=x.device)
+    targets = torch.as_tensor(teacher.labels, device=x.device)
+    mu = nn.Parameter(torch.stack([z[kept[targets[kept] == j]].mean(dim=0) for j in range(k)]))
+    opt = make_adam(list(autoencoder.encoder.parameters()) + [mu], config.lr)
+    steps = max(1, len(keep) // config.batch_size)
+    task = progress.add_task("self-label", total=config.epochs * steps, info="") if progress else None
+    batches = batch_indices(len(keep), config.batch_size, generator, x.device)
+    autoencoder.train()
+    for epoch in range(config.epochs):
+        total = torch.zeros((), device=x.device)
+        for _ in range(steps):
+            idx = kept[next(batches)]
+            xb = x[idx] if augment is None else augment(x[idx])
+            q = soft_assignment(autoencoder.encoder(xb), mu)
+            loss = -torch.log(q.gather(1, targets[idx, None]).clamp_min(1e-12)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+            if task is not None:
+                progress.advance(task)
+        if task is not None:
+            progress.update(task, info=f"epoch {epoch + 1}/{config.epochs} loss {float(total) / steps:.4f}")
+    labels = nearest(embed_all(autoencoder, identity, x), mu.detach())
+    autoencoder.eval()
+    labels = labels.cpu().numpy()
+    return mu.detach().cpu().numpy().astype(np.float32), labels, {
+        "kept": len(keep) / len(x), "epochs": config.epochs,
+        "teacher_agreement": float((labels == teacher.labels).mean())}
