@@ -156,7 +156,7 @@ def train(
                                              "classes, when the data has labels.")] = None,
     method: Annotated[Method, typer.Option(help="Clustering head. auto (default): selflabel with --augment for image "
                                            "data (the recommended configuration: README, Results), kmeans for "
-                                           "tables. k-means or a full-covariance Gaussian mixture on "
+                                           "tables. kmeans, gmm: k-means or a full-covariance Gaussian mixture on "
                                            "the embedding; dec, idec, dcn and dkm start from k-means and fine-tune "
                                            "encoder and centroids (DEC's KL loss; IDEC adds 0.1 x reconstruction; "
                                            "DCN alternates with mini-batch k-means; DKM uses a softmax-weighted "
@@ -177,7 +177,7 @@ def train(
     augment: Annotated[Optional[bool], typer.Option(help="Image data only: train on randomly warped images (rotation up to 10 "
                                           "degrees, shifts up to 10%, zoom 0.9-1.1). Pretraining reconstructs each "
                                           "warped image; dec/idec/dcn/dkm take targets from clean images and losses "
-                                          "from warped ones (DEC-DA). Default: on with --method auto on image "
+                                          "from warped ones (DEC-DA); selflabel's student learns from warped ones. Default: on with --method auto on image "
                                           "data, else off.")] = None,
     acai: Annotated[bool, typer.Option(help="Pretrain with ACAI's adversarial regulariser: a critic learns to predict "
                                        "the mixing coefficient of decoded interpolations, the autoencoder to make "

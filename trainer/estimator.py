@@ -257,7 +257,9 @@ class DeepClustering:
             z = self._embed(x)
             if self.method == "selflabel":
                 config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr)
+                teaching = progress.add_task("teacher (UMAP + GMM)", total=1, info="")
                 teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed)
+                progress.advance(teaching)
                 centroids, labels, self.fine_tune_ = selflabel.fine_tune(
                     self.autoencoder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
                 head = HeadResult(centroids, labels)
