@@ -246,7 +246,8 @@ def train(
     checks = load_bundle(path).manifest.checks
     if as_json:
         print(json.dumps({"bundle": str(path), "data": data, "k": k, "method": method.value, "device": model.device_,
-                          "metrics": model.metrics_, "timings": timings, "checks": checks}))
+                          "metrics": model.metrics_, "timings": timings, "checks": checks,
+                          "fine_tune": getattr(model, "fine_tune_", None)}))
         return
     _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method.value}", model.metrics_)
     source = f"from {pretrained}" if pretrained is not None else f"on {model.device_}"

@@ -286,6 +286,8 @@ class DeepClustering:
         self.metrics_ = {"n_samples": int(len(X))}
         if y is not None:
             self.metrics_.update(clustering_scores(np.asarray(y), self.labels_))
+            if self.method == "selflabel":  # how far the student got from its teacher
+                self.fine_tune_["teacher_acc"] = clustering_scores(np.asarray(y), teacher.labels)["acc"]
         rng = np.random.default_rng(self.seed)
         from .export import PARITY_ROWS
 
