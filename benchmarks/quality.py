@@ -107,8 +107,9 @@ def table(args) -> None:
     for r in records:
         # Runs on different machines are not pooled: their float paths (and times) differ.
         groups.setdefault((r["data"], r["config"], _machine_name(r)), []).append(r)
-    lines = ["| data | configuration | options | machine | seeds | ACC | NMI | ARI | pretrain s | cluster s | paper ACC |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    header = ["data", "configuration", "options", "machine", "seeds", "ACC", "NMI", "ARI", "pretrain s", "cluster s",
+              "paper ACC"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (data, name, machine), rs in sorted(groups.items()):
         papers, source = CONFIGS.get(name, ([], {}, ""))[1:]
         paper = papers.get(data)

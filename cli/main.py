@@ -174,11 +174,11 @@ def train(
     filters: Annotated[str, typer.Option(help="Conv encoder channels, comma-separated: one stride-2 convolution each "
                                          "(5x5, the last 3x3), then a linear layer to --latent-dim; the decoder "
                                          "mirrors them.")] = "32,64,128",
-    augment: Annotated[Optional[bool], typer.Option(help="Image data only: train on randomly warped images (rotation up to 10 "
-                                          "degrees, shifts up to 10%, zoom 0.9-1.1). Pretraining reconstructs each "
-                                          "warped image; dec/idec/dcn/dkm take targets from clean images and losses "
-                                          "from warped ones (DEC-DA); selflabel's student learns from warped ones. Default: on with --method auto on image "
-                                          "data, else off.")] = None,
+    augment: Annotated[Optional[bool], typer.Option(
+        help="Image data only: train on randomly warped images (rotation up to 10 degrees, shifts up to 10%, zoom "
+             "0.9-1.1). Pretraining reconstructs each warped image; dec/idec/dcn/dkm take targets from clean images "
+             "and losses from warped ones (DEC-DA); selflabel's student learns from warped ones. Default: on with "
+             "--method auto on image data, else off.")] = None,
     acai: Annotated[bool, typer.Option(help="Pretrain with ACAI's adversarial regulariser: a critic learns to predict "
                                        "the mixing coefficient of decoded interpolations, the autoencoder to make "
                                        "them look real (Berthelot et al. 2018). The critic is not exported.")]

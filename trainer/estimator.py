@@ -177,9 +177,9 @@ class DeepClustering:
 
     def _pretraining_options(self) -> dict:
         """What decides the pretrained autoencoder (with the data): a pretrained file must match these."""
-        options = {name: getattr(self, name) for name in ("architecture", "latent_dim", "augment", "acai", "epochs",
-                                                             "batch_size", "lr", "seed")}
-        options["augment"], options["acai"] = bool(self.augment), bool(self.acai)
+        options = {name: getattr(self, name) for name in ("architecture", "latent_dim", "epochs", "batch_size",
+                                                             "lr", "seed")}
+        options.update(augment=bool(self.augment), acai=bool(self.acai))
         options["widths"] = [int(w) for w in (self.filters if self.architecture == "conv" else self.hidden)]
         options["sample_shape"] = list(self.sample_shape_)
         return options
@@ -261,7 +261,7 @@ class DeepClustering:
                 teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed)
                 progress.advance(teaching)
                 centroids, labels, self.fine_tune_ = selflabel.fine_tune(
-                    self.autoencoder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
+                    self.autoencoder_, x, z, teacher, config, generator=generator, progress=progress, augment=augment)
                 head = HeadResult(centroids, labels)
             elif self.method in FINE_TUNERS:
                 # Start from k-means on directions when normalize is set (the better partition
@@ -302,7 +302,8 @@ class DeepClustering:
         try:
             self.autoencoder_.load_state_dict(self.pretrained_.state)
         except RuntimeError as e:  # same options yet other tensors: a file edited by hand or another version
-            raise DeepclustError(f"{path}: its weights do not fit this autoencoder ({str(e).splitlines()[0]})") from None
+            reason = str(e).splitlines()[0]
+            raise DeepclustError(f"{path}: its weights do not fit this autoencoder ({reason})") from None
         if self.pretrained_.device == self.device_:
             generator.set_state(self.pretrained_.generator_state)
         torch.set_rng_state(self.pretrained_.torch_rng_state)

@@ -62,12 +62,13 @@ def teach(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teach
     return Teacher(posterior.argmax(axis=1).astype(np.int64), posterior.max(axis=1))
 
 
-def fine_tune(autoencoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: SelfLabelConfig, *,
-              generator: torch.Generator, progress=None,
+def fine_tune(autoencoder: nn.Module, x: torch.Tensor, z: np.ndarray, teacher: Teacher, config: SelfLabelConfig,
+              *, generator: torch.Generator, progress=None,
               augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train the encoder and centroids to reproduce the teacher's confident labels.
 
-    Returns (centroids (k, d) float32, labels (n,) of the final model, {"kept", "epochs",
+    ``z`` (n, d): the encoder's embedding of ``x`` before training (the teacher's input),
+    whose per-label means start the centroids. Returns (centroids (k, d) float32, labels (n,) of the final model, {"kept", "epochs",
     "teacher_agreement"}).
     """
     keep = np.flatnonzero(teacher.confidence >= config.confidence)
@@ -76,10 +77,9 @@ def fine_tune(autoencoder: nn.Module, x: torch.Tensor, teacher: Teacher, config:
     if missing:
         raise DeepclustError(f"selflabel: the teacher is confident about no row of cluster(s) {missing}; "
                              f"lower the confidence threshold ({config.confidence}) or use another method")
-    identity = nn.Identity()
-    z = embed_all(autoencoder, identity, x)
     kept = torch.as_tensor(keep, device=x.device)
     targets = torch.as_tensor(teacher.labels, device=x.device)
+    z = torch.as_tensor(z, device=x.device)
     mu = nn.Parameter(torch.stack([z[kept[targets[kept] == j]].mean(dim=0) for j in range(k)]))
     opt = make_adam(list(autoencoder.encoder.parameters()) + [mu], config.lr)
     steps = max(1, len(keep) // config.batch_size)
@@ -101,7 +101,7 @@ def fine_tune(autoencoder: nn.Module, x: torch.Tensor, teacher: Teacher, config:
                 progress.advance(task)
         if task is not None:
             progress.update(task, info=f"epoch {epoch + 1}/{config.epochs} loss {float(total) / steps:.4f}")
-    labels = nearest(embed_all(autoencoder, identity, x), mu.detach())
+    labels = nearest(embed_all(autoencoder, nn.Identity(), x), mu.detach())
     autoencoder.eval()
     labels = labels.cpu().numpy()
     return mu.detach().cpu().numpy().astype(np.float32), labels, {
