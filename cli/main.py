@@ -63,6 +63,11 @@ class Architecture(str, Enum):
     conv = "conv"
 
 
+class Init(str, Enum):
+    kmeans = "kmeans"
+    gmm = "gmm"
+
+
 class Method(str, Enum):
     auto = "auto"
     kmeans = "kmeans"
@@ -157,7 +162,7 @@ def train(
     method: Annotated[Method, typer.Option(help="Clustering head. auto (default): selflabel with --augment for image "
                                            "data (the recommended configuration: README, Results), kmeans for "
                                            "tables. kmeans, gmm: k-means or a full-covariance Gaussian mixture on "
-                                           "the embedding; dec, idec, dcn and dkm start from k-means and fine-tune "
+                                           "the embedding; dec, idec, dcn and dkm start from k-means (see --init) and fine-tune "
                                            "encoder and centroids (DEC's KL loss; IDEC adds 0.1 x reconstruction; "
                                            "DCN alternates with mini-batch k-means; DKM uses a softmax-weighted "
                                            "k-means loss); selflabel distils N2D's clusters (UMAP + GMM on "
@@ -187,6 +192,8 @@ def train(
                                             "encoder); k-means then compares directions. dec/idec/dcn/dkm: only "
                                             "their starting partition is found on directions.")] = True,
     n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
+    init: Annotated[Init, typer.Option(help="dec/idec/dcn/dkm: the partition their centroids start from, k-means "
+                                       "(as published) or a Gaussian mixture.")] = Init.kmeans,
     update_interval: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: batches between label checks "
                                                  "(and DEC's target updates).")] = 140,
     tol: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fine-tuning methods: stop when fewer than this "
@@ -234,7 +241,7 @@ def train(
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
-                           update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
+                           init=init.value, update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
                            verbose=not (quiet or as_json))
     model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names, pretrained=pretrained,
               save_pretrained_to=save_pretrained)

@@ -59,11 +59,12 @@ class DeepClustering:
     Parameters
     ----------
     n_clusters : int, default 10
-    method : {"kmeans", "gmm", "dec", "idec", "dcn", "dkm"}, default "kmeans"
-        Head fitted on the embedding after pretraining. The others start from k-means and
-        fine-tune encoder and centroids: "dec" on DEC's KL loss, "idec" on KL + 0.1 x
-        reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a softmax-weighted
-        k-means loss (alpha 1000).
+    method : {"kmeans", "gmm", "dec", "idec", "dcn", "dkm", "selflabel"}, default "kmeans"
+        Head fitted on the embedding after pretraining. dec/idec/dcn/dkm start from ``init``'s
+        partition and fine-tune encoder and centroids: "dec" on DEC's KL loss, "idec" on KL +
+        0.1 x reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a
+        softmax-weighted k-means loss (alpha 1000). "selflabel" trains encoder and centroids to
+        reproduce the confident labels of N2D's UMAP + GMM partition (``selflabel``).
     latent_dim : int, default 10
     architecture : {"dense", "conv"}, default "dense"
         "dense": DEC's fully connected autoencoder (widths ``hidden``). "conv": DEC-DA's
@@ -95,6 +96,9 @@ class DeepClustering:
         on directions; fine-tuning and the exported embedding stay raw.
     n_init : int, default 20
         k-means restarts; the lowest inertia wins.
+    init : {"kmeans", "gmm"}, default "kmeans"
+        Fine-tuning methods: the head whose partition starts the centroids (at its clusters'
+        means). "kmeans" as the papers do; "gmm" starts from the Gaussian mixture's partition.
     update_interval : int, default 140
         Fine-tuning methods: batches between label checks (and DEC's target updates).
     tol : float, default 0.001
@@ -119,7 +123,7 @@ class DeepClustering:
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,
-                 n_init: int = 20, update_interval: int = 140, tol: float = 0.001, max_iter: int = 20_000,
+                 n_init: int = 20, init: str = "kmeans", update_interval: int = 140, tol: float = 0.001, max_iter: int = 20_000,
                  seed: int = 0, device: str = "auto", verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
@@ -134,6 +138,7 @@ class DeepClustering:
         self.lr = lr
         self.normalize = normalize
         self.n_init = n_init
+        self.init = init
         self.update_interval = update_interval
         self.tol = tol
         self.max_iter = max_iter
@@ -142,7 +147,7 @@ class DeepClustering:
         self.verbose = verbose
 
     _PARAMS = ("n_clusters", "method", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
-               "epochs", "batch_size", "lr", "normalize", "n_init", "update_interval", "tol", "max_iter", "seed")
+               "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter", "seed")
 
     def get_params(self) -> dict:
         params = {name: getattr(self, name) for name in self._PARAMS}
@@ -159,6 +164,8 @@ class DeepClustering:
                 raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
         if self.method not in METHODS:
             raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
+        if self.init not in HEADS:
+            raise DeepclustError(f"init={self.init!r} should be one of {', '.join(HEADS)}")
         if not self.lr > 0:
             raise DeepclustError(f"lr={self.lr!r} should be > 0")
         if not 0 <= self.tol < 1:
@@ -264,10 +271,11 @@ class DeepClustering:
                     self.autoencoder_, x, z, teacher, config, generator=generator, progress=progress, augment=augment)
                 head = HeadResult(centroids, labels)
             elif self.method in FINE_TUNERS:
-                # Start from k-means on directions when normalize is set (the better partition
-                # on MNIST), with centroids placed at that partition's raw-space means.
+                # Start from the init head (k-means as published, or a GMM) on directions when
+                # normalize is set (the better partition on MNIST), with centroids placed at that
+                # partition's raw-space means.
                 z_seed = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) if self.normalize else z
-                start = fit_kmeans(z_seed, self.n_clusters, n_init=self.n_init, seed=self.seed)
+                start = HEADS[self.init](z_seed, self.n_clusters, n_init=self.n_init, seed=self.seed)
                 init = np.stack([z[start.labels == j].mean(axis=0) for j in range(self.n_clusters)])
                 run, config_class, fixed = FINE_TUNERS[self.method]
                 config = config_class(update_interval=self.update_interval, tol=self.tol, max_batches=self.max_iter,

@@ -167,3 +167,34 @@ def test_export_refuses_a_bundle_that_would_not_reproduce_the_trainer(tmp_path):
     with pytest.raises(DeepclustError, match="labels agree on only 0.0000%"):
         m.save(tmp_path / "b")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("init", ["kmeans", "gmm"])
+def test_fine_tuning_starts_at_the_means_of_the_init_heads_partition(monkeypatch, init):
+    from deepclust.trainer import estimator
+    from deepclust.trainer.heads import HeadResult
+
+    x, y = blobs()
+    given = {}
+
+    def fixed_partition(z, k, *, n_init, seed):  # stands in for the init head: a partition we know
+        given["z"] = z
+        return HeadResult(np.zeros((k, z.shape[1]), np.float32), np.arange(len(z)) % k)
+
+    def record_start(autoencoder, project, x, centroids, config, **kw):
+        given["centroids"] = centroids
+        return centroids.astype(np.float32), np.arange(len(x)) % 3, {"batches": 0}
+
+    monkeypatch.setitem(estimator.HEADS, init, fixed_partition)
+    monkeypatch.setitem(estimator.FINE_TUNERS, "dec", (record_start, *estimator.FINE_TUNERS["dec"][1:]))
+    m = small(method="dec", init=init, epochs=2).fit(x, y)
+    z = m.transform(x)  # fine-tuning methods export the raw embedding; the fake fine-tune left it as pretrained
+    np.testing.assert_allclose(np.linalg.norm(given["z"], axis=1), 1.0, rtol=1e-5)  # partitioned on directions
+    expected = np.stack([z[np.arange(len(z)) % 3 == j].mean(axis=0) for j in range(3)])
+    np.testing.assert_allclose(given["centroids"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_init_must_be_a_head():
+    x, _ = blobs(n=30)
+    with pytest.raises(DeepclustError, match="init='dec' should be one of kmeans, gmm"):
+        small(method="dec", init="dec").fit(x)
