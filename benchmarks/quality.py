@@ -44,6 +44,8 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
     "idec": (["--method", "idec"], {"mnist": 0.881}, "Guo 2017"),
     "dcn": (["--method", "dcn"], {"mnist": 0.83}, "Yang 2017"),
     "dkm": (["--method", "dkm"], {"mnist": 0.84}, "Fard 2020"),
+    "dec-gmminit": (["--method", "dec", "--init", "gmm"], {"mnist": 0.843}, "Xie 2016 (k-means start)"),
+    "idec-gmminit": (["--method", "idec", "--init", "gmm"], {"mnist": 0.881}, "Guo 2017 (k-means start)"),
     "acai+kmeans": (["--acai"], {"mnist": 0.962}, "Berthelot 2018"),
     "dec-da": (["--augment", "--method", "dec"], {"mnist": 0.985, "fashion-mnist": 0.586}, "Guo 2018, DEC-DA"),
     "idec-da": (["--augment", "--method", "idec"], {}, ""),
