@@ -37,7 +37,7 @@ def main() -> None:
     from deepclust.trainer.autoencoder import DenseAutoencoder
     from deepclust.trainer.checkpoint import load_pretrained
     from deepclust.trainer.datasets import load_dataset
-    from deepclust.trainer.heads import fit_kmeans
+    from deepclust.trainer.finetune import starting_partition
     from deepclust.trainer.metrics import cluster_accuracy
 
     ds = load_dataset("mnist", data_dir=args.data_dir)
@@ -51,15 +51,14 @@ def main() -> None:
         ae.load_state_dict(pretrained.state)
         with torch.no_grad():
             z = ae.encoder(x).numpy()
-        start = fit_kmeans(z / np.linalg.norm(z, axis=1, keepdims=True), 10, n_init=5, seed=0)
-        init = np.stack([z[start.labels == j].mean(axis=0) for j in range(10)])
+        start = starting_partition(z, 10, init="kmeans", normalize=True, n_init=5, seed=0)
         generator = torch.Generator().manual_seed(0)
-        module, config = (dcn, dcn.DCNConfig) if args.method == "dcn" else (dkm, dkm.DKMConfig)
+        module, config_class = (dcn, dcn.DCNConfig) if args.method == "dcn" else (dkm, dkm.DKMConfig)
+        config = config_class(lam=lam, max_batches=args.batches, tol=0.0)
         t0 = time.perf_counter()
-        _, labels, info = module.fine_tune(ae, nn.Identity(), x, init, config(lam=lam, max_batches=args.batches, tol=0.0),
-                                           generator=generator)
-        print(f"| {args.method} | {lam:g} | {cluster_accuracy(y, start.labels):.4f} | {cluster_accuracy(y, labels):.4f} "
-              f"| {info['batches']} | {time.perf_counter() - t0:.0f} |", flush=True)
+        _, labels, info = module.fine_tune(ae, nn.Identity(), x, start.centroids, config, generator=generator)
+        print(f"| {args.method} | {lam:g} | {cluster_accuracy(y, start.labels):.4f} | "
+              f"{cluster_accuracy(y, labels):.4f} | {info['batches']} | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,11 @@ def main() -> None:
 
     ds = load_dataset(args.data, data_dir=args.data_dir)
     options = load_pretrained(args.pretrained).options
-    # A k-means head on the raw embedding only to get a fitted model; selflabel's teacher
-    # sees the same raw embedding (no L2 normalisation).
-    model = DeepClustering(10, method="kmeans", normalize=False, augment=options["augment"], acai=options["acai"],
-                           architecture=options["architecture"], latent_dim=options["latent_dim"],
+    # A one-init k-means head on the raw embedding, only to get a fitted model; selflabel's
+    # teacher sees the same raw embedding (no L2 normalisation).
+    model = DeepClustering(10, method="kmeans", normalize=False, n_init=1, augment=options["augment"],
+                           acai=options["acai"], architecture=options["architecture"],
+                           latent_dim=options["latent_dim"],
                            **{"filters" if options["architecture"] == "conv" else "hidden": options["widths"]},
                            epochs=options["epochs"], batch_size=options["batch_size"],
                            lr=options["lr"], seed=options["seed"])

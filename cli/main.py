@@ -162,11 +162,12 @@ def train(
     method: Annotated[Method, typer.Option(help="Clustering head. auto (default): selflabel with --augment for image "
                                            "data (the recommended configuration: README, Results), kmeans for "
                                            "tables. kmeans, gmm: k-means or a full-covariance Gaussian mixture on "
-                                           "the embedding; dec, idec, dcn and dkm start from k-means (see --init) and fine-tune "
-                                           "encoder and centroids (DEC's KL loss; IDEC adds 0.1 x reconstruction; "
-                                           "DCN alternates with mini-batch k-means; DKM uses a softmax-weighted "
-                                           "k-means loss); selflabel distils N2D's clusters (UMAP + GMM on "
-                                           "the embedding) into encoder and centroids.")] = Method.auto,
+                                           "the embedding; dec, idec, dcn and dkm start from k-means (see "
+                                           "--init) and fine-tune encoder and centroids (DEC's KL loss; IDEC "
+                                           "adds 0.1 x reconstruction; DCN alternates with mini-batch k-means; "
+                                           "DKM uses a softmax-weighted k-means loss); selflabel distils N2D's "
+                                           "clusters (UMAP + GMM on the embedding) into encoder and "
+                                           "centroids.")] = Method.auto,
     epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
@@ -241,8 +242,8 @@ def train(
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
-                           init=init.value, update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed, device=device.value,
-                           verbose=not (quiet or as_json))
+                           init=init.value, update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed,
+                           device=device.value, verbose=not (quiet or as_json))
     model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names, pretrained=pretrained,
               save_pretrained_to=save_pretrained)
     t0 = time.perf_counter()

@@ -23,7 +23,8 @@ from .augment import AffineAugment, RowAugmenter
 from .autoencoder import DenseAutoencoder, L2Normalize
 from .checkpoint import Pretrained, fingerprint, load_pretrained, save_pretrained
 from .conv_autoencoder import ConvAutoencoder
-from .heads import HEADS, HeadResult, fit_kmeans
+from .finetune import starting_partition
+from .heads import HEADS, HeadResult
 from .images import ImageLayout
 from .metrics import clustering_scores
 from .pretrain import pretrain_autoencoder
@@ -123,8 +124,8 @@ class DeepClustering:
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,
-                 n_init: int = 20, init: str = "kmeans", update_interval: int = 140, tol: float = 0.001, max_iter: int = 20_000,
-                 seed: int = 0, device: str = "auto", verbose: bool = False):
+                 n_init: int = 20, init: str = "kmeans", update_interval: int = 140, tol: float = 0.001,
+                 max_iter: int = 20_000, seed: int = 0, device: str = "auto", verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
         self.latent_dim = latent_dim
@@ -147,7 +148,8 @@ class DeepClustering:
         self.verbose = verbose
 
     _PARAMS = ("n_clusters", "method", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
-               "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter", "seed")
+               "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter",
+               "seed")
 
     def get_params(self) -> dict:
         params = {name: getattr(self, name) for name in self._PARAMS}
@@ -271,12 +273,8 @@ class DeepClustering:
                     self.autoencoder_, x, z, teacher, config, generator=generator, progress=progress, augment=augment)
                 head = HeadResult(centroids, labels)
             elif self.method in FINE_TUNERS:
-                # Start from the init head (k-means as published, or a GMM) on directions when
-                # normalize is set (the better partition on MNIST), with centroids placed at that
-                # partition's raw-space means.
-                z_seed = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) if self.normalize else z
-                start = HEADS[self.init](z_seed, self.n_clusters, n_init=self.n_init, seed=self.seed)
-                init = np.stack([z[start.labels == j].mean(axis=0) for j in range(self.n_clusters)])
+                init = starting_partition(z, self.n_clusters, init=self.init, normalize=self.normalize,
+                                          n_init=self.n_init, seed=self.seed).centroids
                 run, config_class, fixed = FINE_TUNERS[self.method]
                 config = config_class(update_interval=self.update_interval, tol=self.tol, max_batches=self.max_iter,
                                       batch_size=self.batch_size, lr=self.lr, **fixed)

@@ -1,14 +1,25 @@
-"""Pieces shared by the fine-tuning methods (DEC/IDEC, DCN, DKM): an endless stream of
-shuffled mini-batch indices, and the embedding of all rows in inference mode."""
+"""Pieces shared by the fine-tuning methods (DEC/IDEC, DCN, DKM): their starting centroids,
+an endless stream of shuffled mini-batch indices, and the embedding of all rows in inference mode."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
+from .heads import HEADS, HeadResult
+
 EMBED_CHUNK = 8192
+
+
+def starting_partition(z: np.ndarray, k: int, *, init: str, normalize: bool, n_init: int, seed: int) -> HeadResult:
+    """The ``init`` head's partition of ``z`` (n, d), found on directions when ``normalize``
+    (the better partition on MNIST), with its centroids at the clusters' raw-space means."""
+    z_seed = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) if normalize else z
+    start = HEADS[init](z_seed, k, n_init=n_init, seed=seed)
+    return HeadResult(np.stack([z[start.labels == j].mean(axis=0) for j in range(k)]), start.labels)
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
