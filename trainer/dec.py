@@ -3,8 +3,9 @@
 DEC (Xie et al., 2016): the soft assignment is a Student-t kernel
 ``q_ij ∝ (1 + ||z_i - mu_j||² / alpha) ^ (-(alpha + 1) / 2)``; the target sharpens it,
 ``p_ij ∝ q_ij² / f_j`` with cluster frequencies ``f_j = sum_i q_ij``; the loss is KL(P || Q).
-IDEC (Guo et al., 2017) adds ``gamma * reconstruction`` so the embedding keeps its local
-structure. The target is recomputed on all data every ``update_interval`` batches, and
+IDEC (Guo et al., 2017) keeps the decoder: its loss is ``reconstruction + gamma * KL`` (gamma
+0.1 in the paper's eq. 2 and code), so the reconstruction leads and the embedding keeps its
+local structure. The target is recomputed on all data every ``update_interval`` batches, and
 training stops once fewer than ``tol`` of the labels change between two updates. With
 ``augment`` (DEC-DA, Guo et al. 2018) the target still comes from clean data while q (and
 IDEC's reconstruction, of the augmented batch itself) comes from augmented batches.
@@ -46,7 +47,8 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class DECConfig:
-    gamma: float = 0.0            # reconstruction weight: 0 is DEC, 0.1 is IDEC's default
+    reconstruct: bool = False     # IDEC: loss = reconstruction + gamma * KL; DEC: KL alone
+    gamma: float = 0.1            # IDEC's weight of the clustering loss (Guo 2017: 0.1)
     alpha: float = 1.0
     update_interval: int = 140    # batches between target updates (IDEC's MNIST setting)
     tol: float = 0.001            # stop when fewer than this fraction of labels change
@@ -55,10 +57,15 @@ class DECConfig:
     lr: float = 1e-3
 
 
+def objective(kl: torch.Tensor, reconstruction: torch.Tensor | None, config: DECConfig) -> torch.Tensor:
+    """DEC minimises KL(P || Q); IDEC the per-pixel mean squared error plus gamma times it."""
+    return kl if not config.reconstruct else reconstruction + config.gamma * kl
+
+
 def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centroids: np.ndarray,
               config: DECConfig, *, generator: torch.Generator, progress=None,
               augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Jointly train the encoder (and the decoder when gamma > 0) and the centroids.
+    """Jointly train the encoder (and the decoder for IDEC) and the centroids.
 
     The embedding clustered is ``project(autoencoder.encoder(x))`` (``project`` is the
     identity or the L2 normalisation). ``augment`` (rows -> rows): the loss sees augmented
@@ -88,9 +95,9 @@ def fine_tune(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor, centr
         idx = next(batches)
         xb = x[idx] if augment is None else augment(x[idx])
         z_raw = autoencoder.encoder(xb)
-        loss = kl_divergence(p_all[idx], soft_assignment(project(z_raw), mu, config.alpha))
-        if config.gamma > 0:
-            loss = loss + config.gamma * nn.functional.mse_loss(autoencoder.decoder(z_raw), xb)
+        kl = kl_divergence(p_all[idx], soft_assignment(project(z_raw), mu, config.alpha))
+        mse = nn.functional.mse_loss(autoencoder.decoder(z_raw), xb) if config.reconstruct else None
+        loss = objective(kl, mse, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

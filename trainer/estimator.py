@@ -34,8 +34,8 @@ from .progress import progress_bars
 # fine-tune encoder and centroids together. Each entry: (fine_tune function, config class,
 # fixed config fields).
 FINE_TUNERS = {
-    "dec": (dec.fine_tune, dec.DECConfig, {"gamma": 0.0}),
-    "idec": (dec.fine_tune, dec.DECConfig, {"gamma": 0.1}),
+    "dec": (dec.fine_tune, dec.DECConfig, {"reconstruct": False}),
+    "idec": (dec.fine_tune, dec.DECConfig, {"reconstruct": True}),
     "dcn": (dcn.fine_tune, dcn.DCNConfig, {}),
     "dkm": (dkm.fine_tune, dkm.DKMConfig, {}),
 }

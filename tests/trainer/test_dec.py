@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from deepclust.trainer.dec import kl_divergence, soft_assignment, target_distribution  # noqa: E402
+from deepclust.trainer.dec import DECConfig, kl_divergence, objective, soft_assignment, target_distribution  # noqa: E402
 
 
 def test_soft_assignment_hand_computed():
@@ -38,3 +38,11 @@ def test_kl_divergence_hand_computed():
     q = torch.tensor([[0.2, 0.8], [0.5, 0.5]])
     assert float(kl_divergence(q, q)) == pytest.approx(0.0, abs=1e-7)
 
+
+
+def test_idec_objective_is_reconstruction_plus_gamma_times_kl():
+    # Guo 2017 eq. 2: L = Lr + gamma * Lc with gamma 0.1; DEC is Lc alone.
+    kl, mse = torch.tensor(2.0), torch.tensor(0.5)
+    assert float(objective(kl, mse, DECConfig(reconstruct=True))) == pytest.approx(0.5 + 0.1 * 2.0)
+    assert float(objective(kl, mse, DECConfig(reconstruct=True, gamma=0.5))) == pytest.approx(1.5)
+    assert float(objective(kl, None, DECConfig())) == pytest.approx(2.0)

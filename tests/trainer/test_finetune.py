@@ -13,7 +13,7 @@ from deepclust.trainer import dcn, dec, dkm  # noqa: E402
 from deepclust.trainer.autoencoder import DenseAutoencoder  # noqa: E402
 from deepclust.trainer.finetune import embed_all, nearest  # noqa: E402
 
-METHODS = {"dec": (dec.fine_tune, dec.DECConfig(gamma=0.0)), "idec": (dec.fine_tune, dec.DECConfig(gamma=0.1)),
+METHODS = {"dec": (dec.fine_tune, dec.DECConfig()), "idec": (dec.fine_tune, dec.DECConfig(reconstruct=True)),
            "dcn": (dcn.fine_tune, dcn.DCNConfig()), "dkm": (dkm.fine_tune, dkm.DKMConfig())}
 
 
