@@ -46,7 +46,8 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
     "dkm": (["--method", "dkm"], {"mnist": 0.84}, "Fard 2020"),
     "dec-gmminit": (["--method", "dec", "--init", "gmm"], {"mnist": 0.843}, "Xie 2016 (k-means start)"),
     "idec-gmminit": (["--method", "idec", "--init", "gmm"], {"mnist": 0.881}, "Guo 2017 (k-means start)"),
-    "acai+kmeans": (["--acai"], {"mnist": 0.962}, "Berthelot 2018"),
+    "acai+kmeans": (["--acai", "--method", "kmeans"], {"mnist": 0.962}, "Berthelot 2018"),
+    "acai+selflabel-da": (["--acai", "--augment", "--method", "selflabel"], {}, ""),
     "dec-da": (["--augment", "--method", "dec"], {"mnist": 0.985, "fashion-mnist": 0.586}, "Guo 2018, DEC-DA"),
     "idec-da": (["--augment", "--method", "idec"], {}, ""),
     "selflabel-da": (["--augment", "--method", "selflabel"], {"mnist": 0.979, "fashion-mnist": 0.672},
@@ -90,10 +91,16 @@ def run(args) -> None:
 
 
 def _pretraining_key(data: str, seed: int, options: list[str]) -> str:
-    """A name for the pretrained autoencoder these options lead to (the clustering options removed)."""
-    kept, i = [], 0
+    """A name for the pretrained autoencoder these options lead to (the clustering options removed).
+
+    `--method auto` (also the default) is kept: it turns augmentation on for images, so it
+    changes the pretraining."""
+    kept, i = ([] if "--method" in options else ["--method", "auto"]), 0
     while i < len(options):
-        if options[i] in CLUSTERING_OPTIONS:
+        if options[i] == "--method" and options[i + 1] == "auto":
+            kept += options[i:i + 2]
+            i += 2
+        elif options[i] in CLUSTERING_OPTIONS:
             i += 1 + CLUSTERING_OPTIONS[options[i]]
         else:
             kept.append(options[i])

@@ -1,5 +1,6 @@
 """benchmarks/quality.py: one record per run, pretraining shared between heads, and the table."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -29,3 +30,31 @@ def test_heads_share_one_pretraining_and_records_reproduce_without_it(tmp_path):
         assert set(record["metrics"]) >= {"acc", "nmi", "ari"}
     table = results.with_suffix(".md").read_text()
     assert "| digits | dec | --method dec " in table and "| digits | ae+kmeans |" in table
+
+
+def _quality_module():
+    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_configuration_pins_what_its_name_says():
+    """A configuration that leaves --method to the default measures whatever the default is
+    that day: `--acai` alone once ran ACAI + augmentation + selflabel under the name acai+kmeans."""
+    for name, (options, _, _) in _quality_module().CONFIGS.items():
+        assert "--method" in options, name
+        method = options[options.index("--method") + 1]
+        assert method in name, name
+        assert ("acai" in name) == ("--acai" in options), name
+        assert name.endswith("-da") == ("--augment" in options), name
+
+
+def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():
+    key = _quality_module()._pretraining_key
+    assert key("mnist", 0, ["--method", "dec"]) == key("mnist", 0, ["--method", "dkm", "--tol", "0"])
+    assert key("mnist", 0, ["--method", "dec"]) != key("mnist", 1, ["--method", "dec"])
+    assert key("mnist", 0, ["--method", "dec"]) != key("mnist", 0, ["--augment", "--method", "dec"])
+    # auto (explicit or by default) augments images, so it pretrains differently from kmeans
+    for auto in (["--acai"], ["--acai", "--method", "auto"]):
+        assert key("mnist", 0, auto) != key("mnist", 0, ["--acai", "--method", "kmeans"])
