@@ -27,8 +27,11 @@ def test_teacher_separates_rings_that_kmeans_cuts_in_half():
 
     z, y = rings()
     assert cluster_accuracy(y, KMeans(2, n_init=5, random_state=0).fit_predict(z)) < 0.7
-    teacher = teach(z, 2, SelfLabelConfig(n_neighbors=10), seed=0)
-    assert cluster_accuracy(y, teacher.labels) > 0.99
+    # The default graph (20 neighbours). With 10, umap-learn 0.5.12 lays each ring out as a
+    # loop so long that the GMM cuts one of them for some seeds.
+    for seed in (0, 1):
+        teacher = teach(z, 2, SelfLabelConfig(), seed=seed)
+        assert cluster_accuracy(y, teacher.labels) > 0.99
     assert teacher.confidence.shape == (len(z),) and (teacher.confidence <= 1).all()
 
 
