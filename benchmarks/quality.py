@@ -95,12 +95,11 @@ def _pretraining_key(data: str, seed: int, options: list[str]) -> str:
 
     `--method auto` (also the default) is kept: it turns augmentation on for images, so it
     changes the pretraining."""
-    kept, i = ([] if "--method" in options else ["--method", "auto"]), 0
+    if "--method" not in options:
+        options = ["--method", "auto", *options]
+    kept, i = [], 0
     while i < len(options):
-        if options[i] == "--method" and options[i + 1] == "auto":
-            kept += options[i:i + 2]
-            i += 2
-        elif options[i] in CLUSTERING_OPTIONS:
+        if options[i] in CLUSTERING_OPTIONS and options[i:i + 2] != ["--method", "auto"]:
             i += 1 + CLUSTERING_OPTIONS[options[i]]
         else:
             kept.append(options[i])
