@@ -44,6 +44,8 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
     "idec": (["--method", "idec"], {"mnist": 0.881}, "Guo 2017"),
     # The IDEC paper pretrains its autoencoder for 200 epochs; the CLI default (and "idec") is 50.
     "idec-200": (["--method", "idec", "--epochs", "200"], {"mnist": 0.881}, "Guo 2017, its 200 pretraining epochs"),
+    "idec-200-gmminit": (["--method", "idec", "--init", "gmm", "--epochs", "200"], {"mnist": 0.881},
+                         "Guo 2017, 200 pretraining epochs (k-means start)"),
     "ae+kmeans-200": (["--method", "kmeans", "--epochs", "200"], {"mnist": 0.818}, "IDEC paper's AE + k-means, 200 epochs"),
     "dcn": (["--method", "dcn"], {"mnist": 0.83}, "Yang 2017"),
     "dkm": (["--method", "dkm"], {"mnist": 0.84}, "Fard 2020"),
