@@ -68,6 +68,12 @@ class Init(str, Enum):
     gmm = "gmm"
 
 
+class Student(str, Enum):
+    auto = "auto"
+    encoder = "encoder"
+    conv = "conv"
+
+
 class Method(str, Enum):
     auto = "auto"
     kmeans = "kmeans"
@@ -166,8 +172,13 @@ def train(
                                            "--init) and fine-tune encoder and centroids (DEC's KL loss; IDEC "
                                            "adds 0.1 x reconstruction; DCN alternates with mini-batch k-means; "
                                            "DKM uses a softmax-weighted k-means loss); selflabel distils N2D's "
-                                           "clusters (UMAP + GMM on the embedding) into encoder and "
-                                           "centroids.")] = Method.auto,
+                                           "clusters (UMAP + GMM on the embedding) into a student encoder "
+                                           "(--student) and centroids.")] = Method.auto,
+    student: Annotated[Student, typer.Option(
+        help="selflabel: the network that learns the teacher's labels and ships in the bundle. encoder: the "
+             "pretrained encoder, fine-tuned; conv: a fresh convolutional encoder (--filters; image data only) "
+             "trained from scratch, which generalises past the teacher. auto (default): conv for image data.")]
+    = Student.auto,
     epochs: Annotated[int, typer.Option(min=1, help="Autoencoder pretraining epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
@@ -238,7 +249,9 @@ def train(
     if method is Method.auto:
         method = Method.selflabel if images else Method.kmeans
         augment = images if augment is None else augment
-    model = DeepClustering(k, method=method.value, latent_dim=latent_dim, architecture=architecture.value,
+    if student is not Student.auto and method is not Method.selflabel:
+        raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
+    model = DeepClustering(k, method=method.value, student=student.value, latent_dim=latent_dim, architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,

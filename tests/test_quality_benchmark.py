@@ -54,6 +54,7 @@ def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():
     key = _quality_module()._pretraining_key
     assert key("mnist", 0, ["--method", "dec"]) == key("mnist", 0, ["--method", "dkm", "--tol", "0"])
     assert key("mnist", 0, ["--method", "dec"]) != key("mnist", 1, ["--method", "dec"])
+    assert key("mnist", 0, ["--method", "selflabel"]) == key("mnist", 0, ["--method", "selflabel", "--student", "conv"])
     assert key("mnist", 0, ["--method", "dec"]) != key("mnist", 0, ["--augment", "--method", "dec"])
     # auto (explicit or by default) augments images, so it pretrains differently from kmeans
     for auto in (["--acai"], ["--acai", "--method", "auto"]):

@@ -22,7 +22,7 @@ from .acai import ACAIConfig, ACAIRegularizer
 from .augment import AffineAugment, RowAugmenter
 from .autoencoder import DenseAutoencoder, L2Normalize
 from .checkpoint import Pretrained, fingerprint, load_pretrained, save_pretrained
-from .conv_autoencoder import ConvAutoencoder
+from .conv_autoencoder import ConvAutoencoder, ConvEncoder
 from .finetune import starting_partition
 from .heads import HEADS, HeadResult
 from .images import ImageLayout
@@ -41,6 +41,7 @@ FINE_TUNERS = {
 }
 METHODS = (*HEADS, *FINE_TUNERS, "selflabel")
 ARCHITECTURES = ("dense", "conv")
+STUDENTS = ("auto", "encoder", "conv")
 _EMBED_BATCH = 8192
 
 
@@ -66,6 +67,13 @@ class DeepClustering:
         0.1 x reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a
         softmax-weighted k-means loss (alpha 1000). "selflabel" trains encoder and centroids to
         reproduce the confident labels of N2D's UMAP + GMM partition (``selflabel``).
+    student : {"auto", "encoder", "conv"}, default "auto"
+        selflabel only: the network that learns the teacher's labels and ships in the bundle.
+        "encoder": the pretrained autoencoder's encoder, fine-tuned. "conv": a fresh
+        convolutional encoder (channels ``filters``; image samples only), trained from
+        scratch on the labels; it generalises past the teacher where the dense encoder stops
+        (MNIST: 0.984 against 0.980; README results). "auto": "conv" for image samples
+        (two or more axes), else "encoder".
     latent_dim : int, default 10
     architecture : {"dense", "conv"}, default "dense"
         "dense": DEC's fully connected autoencoder (widths ``hidden``). "conv": DEC-DA's
@@ -120,7 +128,7 @@ class DeepClustering:
     >>> model.metrics_["acc"], model.save("bundle")                  # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", latent_dim: int = 10,
+    def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", student: str = "auto", latent_dim: int = 10,
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,
@@ -128,6 +136,7 @@ class DeepClustering:
                  max_iter: int = 20_000, seed: int = 0, device: str = "auto", verbose: bool = False):
         self.n_clusters = n_clusters
         self.method = method
+        self.student = student
         self.latent_dim = latent_dim
         self.architecture = architecture
         self.hidden = hidden
@@ -147,7 +156,7 @@ class DeepClustering:
         self.device = device
         self.verbose = verbose
 
-    _PARAMS = ("n_clusters", "method", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
+    _PARAMS = ("n_clusters", "method", "student", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
                "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter",
                "seed")
 
@@ -166,6 +175,10 @@ class DeepClustering:
                 raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
         if self.method not in METHODS:
             raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
+        if self.student not in STUDENTS:
+            raise DeepclustError(f"student={self.student!r} should be one of {', '.join(STUDENTS)}")
+        if self.student != "auto" and self.method != "selflabel":
+            raise DeepclustError(f"student={self.student!r} applies to method='selflabel' only, not {self.method!r}")
         if self.init not in HEADS:
             raise DeepclustError(f"init={self.init!r} should be one of {', '.join(HEADS)}")
         if not self.lr > 0:
@@ -265,12 +278,18 @@ class DeepClustering:
             task = progress.add_task(f"cluster ({self.method})", total=1, info="")
             z = self._embed(x)
             if self.method == "selflabel":
-                config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr)
+                config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr,
+                                                   epochs=selflabel.STUDENT_EPOCHS[self._student_kind()])
                 teaching = progress.add_task("teacher (UMAP + GMM)", total=1, info="")
                 teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed)
                 progress.advance(teaching)
+                # The student is built here, after pretraining, so that its initial weights come
+                # from the same random stream whether pretraining ran or was loaded.
+                self.embedder_ = (ConvEncoder(layout, self.filters, self.latent_dim).to(self.device_)
+                                  if self._student_kind() == "conv" else self.autoencoder_.encoder)
                 centroids, labels, self.fine_tune_ = selflabel.fine_tune(
-                    self.autoencoder_, x, z, teacher, config, generator=generator, progress=progress, augment=augment)
+                    self.embedder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
+                self.fine_tune_["student"] = self._student_kind()
                 head = HeadResult(centroids, labels)
             elif self.method in FINE_TUNERS:
                 init = starting_partition(z, self.n_clusters, init=self.init, normalize=self.normalize,
@@ -315,10 +334,19 @@ class DeepClustering:
         torch.set_rng_state(self.pretrained_.torch_rng_state)
         self.history_ = self.pretrained_.history
 
+    def _student_kind(self) -> str | None:
+        """selflabel's student, "encoder" or "conv", with "auto" resolved; None for other methods."""
+        if self.method != "selflabel":
+            return None
+        if self.student == "auto":
+            return "conv" if len(self.sample_shape_) >= 2 else "encoder"
+        return self.student
+
     def _image_layout(self) -> ImageLayout | None:
         """How rows are images, for the options that need images (DeepclustError if they are not)."""
         needs = ([f"architecture={self.architecture!r}"] if self.architecture == "conv" else []) + (
-            ["augment=True"] if self.augment else [])
+            ["augment=True"] if self.augment else []) + (
+            [f"student={self.student!r}"] if self._student_kind() == "conv" else [])
         if not needs:
             return None
         return ImageLayout.from_sample_shape(self.sample_shape_, needed_by=" and ".join(needs))

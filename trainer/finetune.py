@@ -31,12 +31,19 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -
 
 
 @torch.no_grad()
-def embed_all(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    was_training = autoencoder.training
-    autoencoder.eval()
-    z = torch.cat([project(autoencoder.encoder(x[s:s + EMBED_CHUNK])) for s in range(0, len(x), EMBED_CHUNK)])
-    autoencoder.train(was_training)
+def embed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``encoder``'s output for all rows, in chunks and in inference mode (its mode is restored)."""
+    was_training = encoder.training
+    encoder.eval()
+    z = torch.cat([encoder(x[s:s + EMBED_CHUNK]) for s in range(0, len(x), EMBED_CHUNK)])
+    encoder.train(was_training)
     return z
+
+
+@torch.no_grad()
+def embed_all(autoencoder: nn.Module, project: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The embedding the fine-tuning methods cluster: ``project`` (row-wise) of the encoder's output."""
+    return project(embed(autoencoder.encoder, x))
 
 
 def nearest(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,9 @@ and the centroids so that the nearest centroid gives the teacher's label, with D
 Student-t soft assignment as the classifier (loss -log q[i, label_i]; bounded, so the
 embedding cannot win by growing). With ``augment`` the student sees warped images and
 learns labels that do not move under small warps, which is where it can beat its teacher.
+The student need not be the encoder that taught: on images a fresh convolutional encoder,
+trained from scratch on the labels, generalises past the teacher further than the dense
+encoder does (MNIST seed 1: teacher 0.978, dense student 0.980, conv student 0.986).
 
 The export is the usual one: encoder + centroids, labels = nearest centroid.
 """
@@ -25,8 +28,13 @@ from torch import nn
 from deepclust.runtime.errors import DeepclustError
 
 from .dec import soft_assignment
-from .finetune import batch_indices, embed_all, nearest
+from .finetune import batch_indices, embed, nearest
 from .pretrain import make_adam
+
+
+# Passes over the kept rows, per student: a pretrained encoder only adjusts; a fresh conv
+# encoder learns from scratch (MNIST seed 1: 10 epochs 0.9839, 20 0.9857, 30 0.9846).
+STUDENT_EPOCHS = {"encoder": 10, "conv": 20}
 
 
 @dataclass
@@ -62,14 +70,15 @@ def teach(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teach
     return Teacher(posterior.argmax(axis=1).astype(np.int64), posterior.max(axis=1))
 
 
-def fine_tune(autoencoder: nn.Module, x: torch.Tensor, z: np.ndarray, teacher: Teacher, config: SelfLabelConfig,
+def fine_tune(encoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: SelfLabelConfig,
               *, generator: torch.Generator, progress=None,
               augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Train the encoder and centroids to reproduce the teacher's confident labels.
+    """Train ``encoder`` ((n, n_features) -> (n, d)) and centroids to reproduce the teacher's confident labels.
 
-    ``z`` (n, d): the encoder's embedding of ``x`` before training (the teacher's input),
-    whose per-label means start the centroids. Returns (centroids (k, d) float32, labels (n,) of the final model, {"kept", "epochs",
-    "teacher_agreement"}).
+    The encoder may be the one whose embedding taught the teacher or a fresh network (the
+    ``student`` option); either way the centroids start at the per-label means of its
+    embedding of the kept rows. Returns (centroids (k, d) float32, labels (n,) of the final
+    model, {"kept", "epochs", "teacher_agreement"}).
     """
     keep = np.flatnonzero(teacher.confidence >= config.confidence)
     k = int(teacher.labels.max()) + 1
@@ -79,19 +88,19 @@ def fine_tune(autoencoder: nn.Module, x: torch.Tensor, z: np.ndarray, teacher: T
                              f"lower the confidence threshold ({config.confidence}) or use another method")
     kept = torch.as_tensor(keep, device=x.device)
     targets = torch.as_tensor(teacher.labels, device=x.device)
-    z = torch.as_tensor(z, device=x.device)
+    z = embed(encoder, x)
     mu = nn.Parameter(torch.stack([z[kept[targets[kept] == j]].mean(dim=0) for j in range(k)]))
-    opt = make_adam(list(autoencoder.encoder.parameters()) + [mu], config.lr)
+    opt = make_adam(list(encoder.parameters()) + [mu], config.lr)
     steps = max(1, len(keep) // config.batch_size)
     task = progress.add_task("self-label", total=config.epochs * steps, info="") if progress else None
     batches = batch_indices(len(keep), config.batch_size, generator, x.device)
-    autoencoder.train()
+    encoder.train()
     for epoch in range(config.epochs):
         total = torch.zeros((), device=x.device)
         for _ in range(steps):
             idx = kept[next(batches)]
             xb = x[idx] if augment is None else augment(x[idx])
-            q = soft_assignment(autoencoder.encoder(xb), mu)
+            q = soft_assignment(encoder(xb), mu)
             loss = -torch.log(q.gather(1, targets[idx, None]).clamp_min(1e-12)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -101,9 +110,9 @@ def fine_tune(autoencoder: nn.Module, x: torch.Tensor, z: np.ndarray, teacher: T
                 progress.advance(task)
         if task is not None:
             progress.update(task, info=f"epoch {epoch + 1}/{config.epochs} loss {float(total) / steps:.4f}")
-    labels = nearest(embed_all(autoencoder, nn.Identity(), x), mu.detach())
-    autoencoder.eval()
-    labels = labels.cpu().numpy()
+    encoder.eval()
+    labels = nearest(embed(encoder, x), mu.detach()).cpu().numpy()
     return mu.detach().cpu().numpy().astype(np.float32), labels, {
         "kept": len(keep) / len(x), "epochs": config.epochs,
         "teacher_agreement": float((labels == teacher.labels).mean())}
+

@@ -122,8 +122,15 @@ def test_train_help_describes_the_architecture_and_training_options():
     assert r.exit_code == 0
     text = " ".join(r.output.split())
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
-                   "--acai", "adversarial regulariser"):
+                   "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder"):
         assert phrase in text, phrase
+
+
+def test_student_without_selflabel_is_refused(tmp_path):
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "b"), "--method", "kmeans",
+                            "--student", "conv"])
+    assert r.exit_code == 1 and "--student conv applies to --method selflabel" in " ".join(r.output.split())
+    assert not (tmp_path / "b").exists()
 
 
 def test_default_method_is_the_recommended_one_for_images_and_kmeans_for_tables(tmp_path, data):
@@ -136,6 +143,8 @@ def test_default_method_is_the_recommended_one_for_images_and_kmeans_for_tables(
         result = json.loads(r.output)
         assert result["method"] == expected["method"]
         if expected["method"] == "selflabel":  # the teacher's own score travels with the student's
-            assert 0 < result["fine_tune"]["teacher_acc"] <= 1 and result["fine_tune"]["epochs"] == 10
+            assert 0 < result["fine_tune"]["teacher_acc"] <= 1
+            # images: a convolutional student ships, trained from scratch for longer
+            assert result["fine_tune"]["student"] == "conv" and result["fine_tune"]["epochs"] == 20
         params = json.loads((out / "manifest.json").read_text())["method"]["params"]
         assert {k: params[k] for k in expected} == expected

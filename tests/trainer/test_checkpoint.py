@@ -28,6 +28,7 @@ def small(**kw):
 
 @pytest.mark.parametrize("method, options", [
     ("dec", {}), ("idec", {"augment": True}), ("dcn", {}), ("dkm", {"acai": True}), ("gmm", {}),
+    ("selflabel", {"augment": True}),  # its conv student is built after the file is loaded
 ], ids=lambda v: v if isinstance(v, str) else "-".join(v) or "plain")
 def test_resuming_from_the_file_equals_a_fit_from_scratch(tmp_path, method, options):
     # The file is written by a k-means fit; another head resumed from it must match that
@@ -38,7 +39,8 @@ def test_resuming_from_the_file_equals_a_fit_from_scratch(tmp_path, method, opti
     resumed = small(method=method, **options, **FINE_TUNE).fit(x, y, pretrained=tmp_path / "ae.npz")
     np.testing.assert_array_equal(resumed.labels_, scratch.labels_)
     np.testing.assert_array_equal(resumed.cluster_centers_, scratch.cluster_centers_)
-    for a, b in zip(resumed.autoencoder_.parameters(), scratch.autoencoder_.parameters()):
+    for a, b in zip([*resumed.autoencoder_.parameters(), *resumed.embedder_.parameters()],
+                    [*scratch.autoencoder_.parameters(), *scratch.embedder_.parameters()]):
         assert torch.equal(a, b)
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(resumed.history_) == strip(scratch.history_)

@@ -47,12 +47,14 @@ FINE_TUNE = dict(update_interval=20, max_iter=60)
     {"augment": True, "method": "dcn", **FINE_TUNE},
     {"augment": True, "method": "dkm", **FINE_TUNE},
     {"augment": True, "method": "selflabel"},
+    {"augment": True, "method": "selflabel", "student": "encoder"},
 ], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items() if k not in FINE_TUNE) or "plain")
 def test_same_seed_same_model_other_seed_other_model(options):
     x, _ = blobs()
     x = x.reshape(len(x), *AS_IMAGES)
     a, b, c = (small(seed=seed, epochs=5, **options).fit(x) for seed in (1, 1, 2))
-    for pa_, pb in zip(a.autoencoder_.parameters(), b.autoencoder_.parameters()):
+    for pa_, pb in zip([*a.autoencoder_.parameters(), *a.embedder_.parameters()],
+                       [*b.autoencoder_.parameters(), *b.embedder_.parameters()]):
         assert torch.equal(pa_, pb)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     untimed = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
@@ -65,6 +67,35 @@ def test_augment_and_acai_change_what_is_learned(option):
     x = blobs()[0].reshape(300, *AS_IMAGES)
     plain, other = small(epochs=3).fit(x), small(epochs=3, **{option: True}).fit(x)
     assert not torch.equal(next(plain.autoencoder_.parameters()), next(other.autoencoder_.parameters()))
+
+
+@pytest.mark.parametrize("student, kind", [("auto", "conv"), ("conv", "conv"), ("encoder", "encoder")])
+def test_selflabel_ships_the_student_it_was_asked_for(tmp_path, student, kind):
+    # "conv": a fresh convolutional encoder learns the teacher's labels and is what the bundle
+    # holds; the dense autoencoder only taught. "encoder": the pretrained encoder itself.
+    from deepclust.trainer.conv_autoencoder import ConvEncoder
+
+    x, y = blobs()
+    images = x.reshape(300, *AS_IMAGES)
+    m = small(method="selflabel", student=student, filters=(4, 8, 8), epochs=5).fit(images, y)
+    assert isinstance(m.embedder_, ConvEncoder) == (kind == "conv")
+    assert (m.embedder_ is m.autoencoder_.encoder) == (kind == "encoder")
+    assert m.fine_tune_["student"] == kind
+    assert m.metrics_["acc"] > 0.95
+    path = m.save(tmp_path / "b")
+    assert load_bundle(path).manifest.method["params"]["student"] == student
+    assert np.mean(Assigner.load(path, precision="fp32").assign(images).labels == m.labels_) >= 0.999
+
+
+def test_student_is_for_selflabel_and_conv_needs_images():
+    x, y = blobs()
+    assert small(method="selflabel", epochs=2).fit(x, y).fine_tune_["student"] == "encoder"  # auto on a table
+    with pytest.raises(DeepclustError, match=r"student='conv' needs image samples"):
+        small(method="selflabel", student="conv", epochs=2).fit(x, y)
+    with pytest.raises(DeepclustError, match=r"student='conv' applies to method='selflabel' only, not 'kmeans'"):
+        small(student="conv").fit(x, y)
+    with pytest.raises(DeepclustError, match=r"student='cnn' should be one of auto, encoder, conv"):
+        small(method="selflabel", student="cnn").fit(x, y)
 
 
 def test_augment_needs_image_shaped_data():

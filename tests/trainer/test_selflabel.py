@@ -8,7 +8,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("umap")
 from deepclust.runtime.errors import DeepclustError  # noqa: E402
 from deepclust.trainer.autoencoder import DenseAutoencoder  # noqa: E402
-from deepclust.trainer.finetune import embed_all  # noqa: E402
 from deepclust.trainer.metrics import cluster_accuracy  # noqa: E402
 from deepclust.trainer.selflabel import SelfLabelConfig, Teacher, fine_tune, teach  # noqa: E402
 
@@ -46,8 +45,7 @@ def student(x, teacher, **config):
     ae = DenseAutoencoder(x.shape[1], (32,), 3)
     options = dict(epochs=30, batch_size=32, lr=3e-3, **config)
     x = torch.from_numpy(x)
-    return fine_tune(ae, x, embed_all(ae, torch.nn.Identity(), x).numpy(), teacher, SelfLabelConfig(**options),
-                     generator=torch.Generator().manual_seed(0))
+    return fine_tune(ae.encoder, x, teacher, SelfLabelConfig(**options), generator=torch.Generator().manual_seed(0))
 
 
 def test_student_learns_the_confident_labels_and_ignores_the_rest():
