@@ -128,13 +128,14 @@ def table(args) -> None:
               "paper ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (data, name, machine), rs in sorted(groups.items()):
+        latest, rs = rs[-1], sorted(rs, key=lambda r: r["seed"])
         papers, source = CONFIGS.get(name, ([], {}, ""))[1:]
         paper = papers.get(data)
-        options = rs[-1]["options"]
+        options = latest["options"]
         if "--method" not in options:  # the default method has changed over time; say which one ran
-            options = ["--method", rs[-1]["method"], *options]
-        if rs[-1]["method"] == "selflabel" and "--student" not in options:  # so has selflabel's student
-            options = [*options, "--student", (rs[-1].get("fine_tune") or {}).get("student", "encoder")]
+            options = ["--method", latest["method"], *options]
+        if latest["method"] == "selflabel" and "--student" not in options:  # so has selflabel's student
+            options = [*options, "--student", (latest.get("fine_tune") or {}).get("student", "encoder")]
         cells = [data, name, " ".join(options), machine, ", ".join(str(r["seed"]) for r in rs)]
         for key in ("acc", "nmi", "ari"):
             vals = [r["metrics"][key] for r in rs]
