@@ -85,7 +85,8 @@ def main() -> None:
     med = {key: statistics.median(v) for key, v in samples.items()}
     lines = ["| encoder | multiply-adds / row | fp32 rows/s | int8 rows/s |", "| --- | --- | --- | --- |"]
     for arch in ("dense", "conv"):
-        lines.append(f"| {arch} | {macs[arch] / 1e6:.2f} M | {med[(arch, 'fp32')]:,.0f} | {med[(arch, 'int8')]:,.0f} |")
+        fp32, int8 = med[(arch, "fp32")], med[(arch, "int8")]
+        lines.append(f"| {arch} | {macs[arch] / 1e6:.2f} M | {fp32:,.0f} | {int8:,.0f} |")
     ratio = {p: med[("conv", p)] / med[("dense", p)] for p in ("fp32", "int8")}
     print("\n".join(lines))
     print(f"conv / dense: fp32 {ratio['fp32']:.2f}x, int8 {ratio['int8']:.2f}x")

@@ -251,7 +251,8 @@ def train(
         augment = images if augment is None else augment
     if student is not Student.auto and method is not Method.selflabel:
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
-    model = DeepClustering(k, method=method.value, student=student.value, latent_dim=latent_dim, architecture=architecture.value,
+    model = DeepClustering(k, method=method.value, student=student.value, latent_dim=latent_dim,
+                           architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
