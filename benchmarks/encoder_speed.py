@@ -30,24 +30,6 @@ WORK = HERE / "work"
 BATCH = 1024
 
 
-def encoder_macs(bundle) -> int:
-    """Multiply-adds per row of the bundle's encoder (Conv, Gemm and MatMul nodes), from ONNX shape inference."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    model = shape_inference.infer_shapes(onnx.load(bundle.encoder_path))
-    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
-    macs = 0
-    for node in model.graph.node:
-        if node.op_type in ("Gemm", "MatMul"):
-            macs += weights[node.input[1]].size
-        elif node.op_type == "Conv":  # each output pixel: one kernel's worth per output channel
-            out_h, out_w = shapes[node.output[0]][2:]
-            macs += weights[node.input[1]].size * out_h * out_w
-    return int(macs)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=131_072, help="rows scored per measurement")
@@ -59,7 +41,7 @@ def main() -> None:
     from deepclust.runtime import Assigner, load_bundle
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.estimator import DeepClustering
-    from throughput import _cpu_name  # this folder is on sys.path when the script runs
+    from throughput import _cpu_name, encoder_macs  # this folder is on sys.path when the script runs
 
     ds = load_dataset("mnist", data_dir=args.data_dir, download=False)
     x = np.resize(ds.x, (args.rows, *ds.x.shape[1:]))  # MNIST rows, tiled, as stored (uint8)
@@ -91,7 +73,8 @@ def main() -> None:
     print("\n".join(lines))
     print(f"conv / dense: fp32 {ratio['fp32']:.2f}x, int8 {ratio['int8']:.2f}x")
     args.out.write_text(json.dumps({
-        "rows": args.rows, "read_batch": BATCH, "repeats": args.repeats, "machine": {"cpus": os.cpu_count(), "processor": _cpu_name()},
+        "rows": args.rows, "read_batch": BATCH, "repeats": args.repeats,
+        "machine": {"cpus": os.cpu_count(), "processor": _cpu_name()},
         "encoders": {arch: {"macs_per_row": macs[arch], "fp32_rows_per_s": med[(arch, "fp32")],
                             "int8_rows_per_s": med[(arch, "int8")]} for arch in ("dense", "conv")},
         "conv_over_dense": ratio, "samples": {f"{a}/{p}": v for (a, p), v in samples.items()}}, indent=2) + "\n")

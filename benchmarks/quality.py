@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality.jsonl"
 # `deepclust train` options that act after pretraining (with how many values each takes):
 # runs that differ only in these can share one pretrained autoencoder.
-CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--n-init": 1, "--init": 1, "--update-interval": 1, "--tol": 1, "--max-iter": 1,
-                      "--normalize": 0, "--no-normalize": 0, "--int8": 0, "--no-int8": 0}
+CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--n-init": 1, "--init": 1, "--update-interval": 1, "--tol": 1,
+                      "--max-iter": 1, "--normalize": 0, "--no-normalize": 0, "--int8": 0, "--no-int8": 0}
 
 # Configuration name -> `deepclust train` options (on top of the CLI defaults), and the
 # published ACC to compare with, per data set, where there is one.
@@ -46,7 +46,8 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
     "idec-200": (["--method", "idec", "--epochs", "200"], {"mnist": 0.881}, "Guo 2017, its 200 pretraining epochs"),
     "idec-200-gmminit": (["--method", "idec", "--init", "gmm", "--epochs", "200"], {"mnist": 0.881},
                          "Guo 2017, 200 pretraining epochs (k-means start)"),
-    "ae+kmeans-200": (["--method", "kmeans", "--epochs", "200"], {"mnist": 0.818}, "IDEC paper's AE + k-means, 200 epochs"),
+    "ae+kmeans-200": (["--method", "kmeans", "--epochs", "200"], {"mnist": 0.818},
+                      "IDEC paper's AE + k-means, 200 epochs"),
     "dcn": (["--method", "dcn"], {"mnist": 0.83}, "Yang 2017"),
     "dkm": (["--method", "dkm"], {"mnist": 0.84}, "Fard 2020"),
     "dec-gmminit": (["--method", "dec", "--init", "gmm"], {"mnist": 0.843}, "Xie 2016 (k-means start)"),

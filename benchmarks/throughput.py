@@ -49,12 +49,21 @@ def train_bundle(path: Path, x, pre, epochs: int):
 
 
 def encoder_macs(bundle) -> int:
+    """Multiply-adds per row of the bundle's encoder (Gemm, MatMul and Conv nodes)."""
     import onnx
-    from onnx import numpy_helper
+    from onnx import numpy_helper, shape_inference
 
-    model = onnx.load(bundle.encoder_path)
+    model = shape_inference.infer_shapes(onnx.load(bundle.encoder_path))
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return sum(weights[n.input[1]].size for n in model.graph.node if n.op_type in ("Gemm", "MatMul"))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    macs = 0
+    for node in model.graph.node:
+        if node.op_type in ("Gemm", "MatMul"):
+            macs += weights[node.input[1]].size
+        elif node.op_type == "Conv":  # one kernel's worth per output pixel and channel
+            out_h, out_w = shapes[node.output[0]][2:]
+            macs += weights[node.input[1]].size * out_h * out_w
+    return int(macs)
 
 
 def gemm_gflops(n: int = 8192, reps: int = 3) -> float:

@@ -23,7 +23,7 @@ from .augment import AffineAugment, RowAugmenter
 from .autoencoder import DenseAutoencoder, L2Normalize
 from .checkpoint import Pretrained, fingerprint, load_pretrained, save_pretrained
 from .conv_autoencoder import ConvAutoencoder, ConvEncoder
-from .finetune import starting_partition
+from .finetune import embed, starting_partition
 from .heads import HEADS, HeadResult
 from .images import ImageLayout
 from .metrics import clustering_scores
@@ -42,7 +42,6 @@ FINE_TUNERS = {
 METHODS = (*HEADS, *FINE_TUNERS, "selflabel")
 ARCHITECTURES = ("dense", "conv")
 STUDENTS = ("auto", "encoder", "conv")
-_EMBED_BATCH = 8192
 
 
 def resolve_device(device: str) -> str:
@@ -357,11 +356,8 @@ class DeepClustering:
         device = next(self.embedder_.parameters()).device
         return self._embed(torch.from_numpy(x).to(device))
 
-    @torch.no_grad()
     def _embed(self, x: torch.Tensor) -> np.ndarray:
-        self.embedder_.eval()
-        return torch.cat([self.embedder_(x[s:s + _EMBED_BATCH]).cpu()
-                          for s in range(0, len(x), _EMBED_BATCH)]).numpy()
+        return embed(self.embedder_, x).cpu().numpy()
 
     def save(self, path, *, overwrite: bool = False, int8: bool = True):
         """Export to a runtime bundle at ``path`` (verified against the runtime before it lands);
