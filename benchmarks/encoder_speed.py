@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ def main() -> None:
     from deepclust.runtime import Assigner, load_bundle
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.estimator import DeepClustering
-    from throughput import _cpu_name, encoder_macs  # this folder is on sys.path when the script runs
+    from throughput import encoder_macs, machine  # this folder is on sys.path when the script runs
 
     ds = load_dataset("mnist", data_dir=args.data_dir, download=False)
     x = np.resize(ds.x, (args.rows, *ds.x.shape[1:]))  # MNIST rows, tiled, as stored (uint8)
@@ -74,7 +73,7 @@ def main() -> None:
     print(f"conv / dense: fp32 {ratio['fp32']:.2f}x, int8 {ratio['int8']:.2f}x")
     args.out.write_text(json.dumps({
         "rows": args.rows, "read_batch": BATCH, "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "processor": _cpu_name()},
+        "machine": machine(),
         "encoders": {arch: {"macs_per_row": macs[arch], "fp32_rows_per_s": med[(arch, "fp32")],
                             "int8_rows_per_s": med[(arch, "int8")]} for arch in ("dense", "conv")},
         "conv_over_dense": ratio, "samples": {f"{a}/{p}": v for (a, p), v in samples.items()}}, indent=2) + "\n")

@@ -82,12 +82,18 @@ def conv_model(**kw):
     return DeepClustering(10, **params)
 
 
-def test_conv_model_fits_digits_and_exports_with_runtime_parity(tmp_path, digits):
-    x, y = digits.x[:400], digits.y[:400]
-    m = conv_model().fit(x, y, preprocessing=digits.preprocessing)
+@pytest.fixture(scope="module")
+def fitted_conv(tmp_path_factory, digits):
+    """A conv model fitted on 400 digits and its saved bundle."""
+    m = conv_model().fit(digits.x[:400], digits.y[:400], preprocessing=digits.preprocessing)
+    return m, m.save(tmp_path_factory.mktemp("conv") / "b")
+
+
+def test_conv_model_fits_digits_and_exports_with_runtime_parity(fitted_conv, digits):
+    m, path = fitted_conv
+    x = digits.x[:400]
     assert m.history_[-1]["loss"] < m.history_[0]["loss"]
     assert m.metrics_["acc"] > 0.3  # 10 classes: chance is about 0.1-0.2
-    path = m.save(tmp_path / "b")
     manifest = load_bundle(path).manifest
     assert manifest.checks["label_agreement"] >= 0.999
     assert manifest.method["params"]["architecture"] == "conv"
@@ -96,6 +102,54 @@ def test_conv_model_fits_digits_and_exports_with_runtime_parity(tmp_path, digits
     assert runtime.fused  # scored by the one-graph pipeline, like dense bundles
     assert np.mean(runtime.assign(x).labels == m.labels_) >= 0.999
     np.testing.assert_allclose(runtime.embed(x), m.transform(x), rtol=1e-4, atol=1e-4)
+
+
+def test_int8_pipeline_quantises_the_convolutions_but_not_the_latent_projection(fitted_conv, digits):
+    # The convolutions are nearly all of a conv encoder's work: int8 that left them in fp32
+    # would cost the accuracy of int8 for none of its speed.
+    import onnx
+
+    _, path = fitted_conv
+    graph = onnx.load(str(path / "pipeline.int8.onnx")).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    consumers = {name: [n.op_type for n in graph.node if name in n.input] for name in producer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 3
+    for conv in convs:  # QDQ format: int8 data and weights, dequantised into the Conv (fused to QLinearConv)
+        assert producer.get(conv.input[0]) == producer.get(conv.input[1]) == "DequantizeLinear"
+        # its Relu folded into the uint8 output range, so the int8 kernel clips and nothing runs in fp32
+        assert consumers[conv.output[0]] == ["QuantizeLinear"]
+    assert not [n for n in graph.node if n.op_type == "Relu"]
+    projection = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and not n.name.startswith("nc/")]
+    assert len(projection) == 1
+    assert producer.get(projection[0].input[1]) != "DequantizeLinear"  # fp32 weights: the last layer stays exact
+    fast = Assigner.load(path, precision="int8").assign(digits.x[:400]).labels
+    exact = Assigner.load(path, precision="fp32").assign(digits.x[:400]).labels
+    # A tiny model (8 epochs, 40 calibration rows) sits near its boundaries: far from 99.9%, so the
+    # runtime would default it to fp32, but a broken quantisation would be near chance.
+    assert np.mean(fast == exact) >= 0.8
+
+
+@pytest.mark.parametrize("sample_shape", [(28, 28), (16, 12, 3)])
+def test_flattening_channels_last_computes_the_same_embedding(sample_shape):
+    # The int8 graph flattens feature maps in (h, w, c) order so onnxruntime's channels-last int8
+    # convolutions need no Transpose back; the permuted projection must make that the same function.
+    # (Feature maps of several pixels and channels: on 1 x 1 maps every order is the same.)
+    import onnx
+
+    from deepclust.trainer.quantize import _flatten_channels_last, _gemm_as_matmul
+
+    ae, n_features = _autoencoder(sample_shape), int(np.prod(sample_shape))
+    original = onnx.load_from_string(encoder_to_onnx(ae.encoder, n_features))
+    rewritten = _flatten_channels_last(_gemm_as_matmul(onnx.load_from_string(original.SerializeToString()))[0])
+    (flatten,) = [n for n in rewritten.graph.node if n.op_type == "Flatten"]
+    (to_nhwc,) = [n for n in rewritten.graph.node if flatten.input[0] in n.output]
+    assert to_nhwc.op_type == "Transpose" and list(to_nhwc.attribute[0].ints) == [0, 2, 3, 1]
+    x = torch.rand(64, n_features, generator=torch.Generator().manual_seed(0)).numpy()
+    (z_original,), (z_rewritten,) = (
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        for m in (original, rewritten))
+    np.testing.assert_allclose(z_rewritten, z_original, rtol=1e-5, atol=1e-6)
 
 
 def test_conv_needs_image_shaped_data():
