@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,7 @@ def _flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
               for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
+    uses = Counter(i for n in graph.node for i in n.input)
     nodes = []
     for node in graph.node:
         if node.op_type != "Flatten":
@@ -102,7 +104,8 @@ def _flatten_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
         axis = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("axis", 1)
         consumers = [n for n in graph.node if node.output[0] in n.input]
         if (axis != 1 or len(shape) != 4 or 0 in shape[1:] or len(consumers) != 1
-                or consumers[0].op_type != "MatMul" or consumers[0].input[1] not in inits):
+                or consumers[0].op_type != "MatMul" or consumers[0].input[1] not in inits
+                or uses[consumers[0].input[1]] != 1):  # the weight is permuted in place
             nodes.append(node)
             continue
         c, h, w = shape[1:]
