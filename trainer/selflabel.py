@@ -115,4 +115,3 @@ def fine_tune(encoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: Sel
     return mu.detach().cpu().numpy().astype(np.float32), labels, {
         "kept": len(keep) / len(x), "epochs": config.epochs,
         "teacher_agreement": float((labels == teacher.labels).mean())}
-
