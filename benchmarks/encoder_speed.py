@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import describe  # this folder is on sys.path when the script runs
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 WORK = HERE / "work"
@@ -40,7 +42,7 @@ def main() -> None:
     from deepclust.runtime import Assigner, load_bundle
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.estimator import DeepClustering
-    from throughput import encoder_macs, machine  # this folder is on sys.path when the script runs
+    from throughput import encoder_macs
 
     ds = load_dataset("mnist", data_dir=args.data_dir, download=False)
     x = np.resize(ds.x, (args.rows, *ds.x.shape[1:]))  # MNIST rows, tiled, as stored (uint8)
@@ -73,7 +75,7 @@ def main() -> None:
     print(f"conv / dense: fp32 {ratio['fp32']:.2f}x, int8 {ratio['int8']:.2f}x")
     args.out.write_text(json.dumps({
         "rows": args.rows, "read_batch": BATCH, "repeats": args.repeats,
-        "machine": machine(),
+        "machine": describe(),
         "encoders": {arch: {"macs_per_row": macs[arch], "fp32_rows_per_s": med[(arch, "fp32")],
                             "int8_rows_per_s": med[(arch, "int8")]} for arch in ("dense", "conv")},
         "conv_over_dense": ratio, "samples": {f"{a}/{p}": v for (a, p), v in samples.items()}}, indent=2) + "\n")

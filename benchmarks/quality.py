@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from machine import describe  # this folder is on sys.path when the script runs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality.jsonl"
@@ -93,7 +94,7 @@ def run(args) -> None:
                     raise SystemExit(f"{' '.join(argv)}: {proc.stderr.strip()}")
                 record = json.loads(proc.stdout)
                 record.pop("bundle", None)
-                record.update(config=name, options=options, seed=seed, command=" ".join(cmd), machine=_machine(),
+                record.update(config=name, options=options, seed=seed, command=" ".join(cmd), machine=describe(),
                               pretraining_shared=bool(shared and "--pretrained" in argv))
                 with results.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -158,16 +159,6 @@ def table(args) -> None:
 def _machine_name(record: dict) -> str:
     m = record["machine"]
     return f"{m['processor']}, {m['cpus']} CPUs, {record.get('device', '?')}"
-
-
-def _machine() -> dict:
-    name = ""
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpus": os.cpu_count(), "processor": name or "unknown"}
 
 
 def main() -> None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from machine import describe  # this folder is on sys.path when the script runs
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -124,7 +125,7 @@ def main() -> None:
         print(f"{r['method']}: {r['peak_rss_mib'] / ref:.1f}x the streaming peak")
     record = {"benchmark": "streaming_rss", "input_mib": round(data.stat().st_size / 2**20),
               "measuring_parent_rss_mib": round(floor, 1), "precision": _precision(bundle),
-              "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+              "machine": describe(),
               "results": results}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"streaming_rss_{args.rows}.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from machine import describe  # this folder is on sys.path when the script runs
 
 HERE = Path(__file__).resolve().parent
 SCORES = ("acc", "log_likelihood", "confident", "mean_ari_to_others", "knn_consistency", "silhouette",
@@ -86,7 +87,7 @@ def main() -> None:
                             "knn_consistency": float((labels[neighbours] == labels[:, None]).mean()),
                             "silhouette": float(silhouette_score(z[sample], labels[sample])),
                             "calinski_harabasz": float(calinski_harabasz_score(z, labels)),
-                            "umap_seconds": umap_seconds, "machine": platform.processor() or platform.machine()})
+                            "umap_seconds": umap_seconds, "machine": describe()})
     for i, record in enumerate(records):
         others = [adjusted_rand_score(partitions[i], partitions[j]) for j, other in enumerate(records)
                   if j != i and other["n_init"] == record["n_init"]]

@@ -25,12 +25,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from machine import describe  # this folder is on sys.path when the script runs
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
@@ -289,28 +290,12 @@ def main() -> None:
         "table": table, "torch_best_batch": torch_best_batch, "int8_agreement_mnist_70000": agree,
         "int8_agreement_recorded": bundle.manifest.checks["int8"], "default_precision": default.precision,
         "ort_faiss_over_fused_1024": round(unf / fus, 3), "cutover": cut, "latency": lat, "service": service,
-        "machine": machine(),
+        "machine": describe(),
         "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {args.out}")
-
-
-def machine() -> dict:
-    """The CPU, as far as it decides these numbers: int8 throughput roughly doubles with VNNI
-    (one u8 x s8 dot-product instruction), so hosts that both report "AMD EPYC" can differ 2x."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    vnni = [f for f in ("avx512_vnni", "avx_vnni") if f in flags]
-    return {"cpus": os.cpu_count(), "processor": name, "int8_dot_product": vnni[0] if vnni else "none"}
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def test_heads_share_one_pretraining_and_records_reproduce_without_it(tmp_path):
 
 
 def _quality_module():
+    if str(SCRIPT.parent) not in sys.path:  # as when the script runs: its folder's modules import
+        sys.path.append(str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("quality", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
