@@ -80,6 +80,7 @@ def main() -> None:
             labels = posterior.argmax(axis=1)
             partitions.append(labels)
             records.append({"data": args.data, "pretraining_seed": options["seed"], "augment": options["augment"],
+                            "architecture": options["architecture"], "pretraining_epochs": options["epochs"],
                             "n_neighbors": args.n_neighbors, "umap_seed": seed, "n_init": n_init,
                             "acc": cluster_accuracy(ds.y, labels),
                             "log_likelihood": float(gmm.score(u)),
