@@ -1,9 +1,9 @@
 """What a benchmark record says about the CPU it ran on.
 
-Hosts that all report "AMD EPYC" differ where it matters to these numbers: AVX-512 roughly
-doubles fp32 throughput over AVX2 per core, and a VNNI unit (one u8 x s8 dot-product
-instruction) roughly doubles int8 scoring again. So records name the widest vector unit and
-the int8 dot product, not only the model name.
+Hosts that all report "AMD EPYC" differ where it matters to these numbers: the widest vector
+unit (AVX2 or AVX-512) sets the fp32 rate, and a VNNI unit (one u8 x s8 dot-product
+instruction) about doubled int8 scoring here (README, Scoring throughput). So records name
+both, not only the model name.
 """
 
 from __future__ import annotations
