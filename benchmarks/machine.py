@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def describe() -> dict:
-    """``{"cpus", "processor", "vector", "int8_dot_product"}`` for this host (Linux /proc/cpuinfo)."""
+    """``{"cpus", "processor", "vector", "int8_dot_product"}`` for this host (x86 Linux: /proc/cpuinfo flags)."""
     name, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -24,7 +24,7 @@ def describe() -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    vector = next((v for v in ("avx512f", "avx2", "avx", "neon", "asimd") if v in flags), "unknown")
+    vector = next((v for v in ("avx512f", "avx2", "avx") if v in flags), "unknown")
     vnni = next((v for v in ("avx512_vnni", "avx_vnni") if v in flags), "none")
     return {"cpus": os.cpu_count(), "processor": name or platform.processor() or platform.machine() or "unknown",
             "vector": vector, "int8_dot_product": vnni}
