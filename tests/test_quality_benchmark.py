@@ -50,6 +50,9 @@ def test_each_configuration_pins_what_its_name_says():
         assert method in name, name
         assert ("acai" in name) == ("--acai" in options), name
         assert name.endswith("-da") == ("--augment" in options), name
+        pretraining = options[options.index("--pretrain") + 1] if "--pretrain" in options else "autoencoder"
+        assert name.startswith("contrastive") == (pretraining == "contrastive"), name
+        assert ("hflip" in name) == ("--hflip" in options), name
 
 
 def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():

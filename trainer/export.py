@@ -55,9 +55,9 @@ def export_bundle(model, path, *, overwrite: bool = False, int8: bool = True) ->
         input=InputSpec(sample_shape=tuple(model.sample_shape_), dtype=str(x_raw.dtype),
                         feature_names=model.feature_names_),
         preprocessing=model.preprocessing_,
-        latent_dim=model.latent_dim,
+        latent_dim=int(model.cluster_centers_.shape[1]),  # a contrastive encoder's features, not latent_dim
         k=model.n_clusters,
-        method={"name": f"autoencoder+{model.method}", "params": model.get_params()},
+        method={"name": f"{model.pretraining}+{model.method}", "params": model.get_params()},
         assignment=GAUSSIAN_MIXTURE if model.method == "gmm" else NEAREST_CENTROID,
         metrics=dict(model.metrics_),
         versions=runtime_versions(),

@@ -103,7 +103,7 @@ def test_train_conv_with_augmentation_and_acai_writes_a_bundle(tmp_path):
     assert json.loads(r.output)["metrics"]["acc"] == pytest.approx(result["metrics"]["acc"], abs=1e-3)
 
 
-@pytest.mark.parametrize("option", [["--architecture", "conv"], ["--augment"]])
+@pytest.mark.parametrize("option", [["--architecture", "conv"], ["--augment"], ["--pretrain", "contrastive"]])
 def test_image_options_on_table_data_fail_with_one_line(tmp_path, data, option):
     r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), *option, *FAST])
     assert r.exit_code == 1
@@ -122,8 +122,23 @@ def test_train_help_describes_the_architecture_and_training_options():
     assert r.exit_code == 0
     text = " ".join(r.output.split())
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
-                   "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder"):
+                   "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
+                   "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text"):
         assert phrase in text, phrase
+
+
+def test_train_with_contrastive_pretraining_writes_a_bundle_and_refuses_dec(tmp_path):
+    common = ["train", "--data", "digits", "--pretrain", "contrastive", "--hflip", "--epochs", "1", "--json", "-q"]
+    r = runner.invoke(app, [*common, "--out", str(tmp_path / "b"), "--method", "kmeans", "--n-init", "2", "--no-int8"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["checks"]["label_agreement"] >= 0.999
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["method"]["name"] == "contrastive+kmeans" and manifest["latent_dim"] == 128
+    assert {k: manifest["method"]["params"][k] for k in ("pretraining", "hflip")} == {
+        "pretraining": "contrastive", "hflip": True}
+    r = runner.invoke(app, [*common, "--out", str(tmp_path / "c"), "--method", "dec"])
+    assert r.exit_code == 1 and "method='dec' fine-tunes an autoencoder" in " ".join(r.output.split())
+    assert not (tmp_path / "c").exists()
 
 
 def test_student_without_selflabel_is_refused(tmp_path):

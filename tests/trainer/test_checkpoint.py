@@ -39,8 +39,8 @@ def test_resuming_from_the_file_equals_a_fit_from_scratch(tmp_path, method, opti
     resumed = small(method=method, **options, **FINE_TUNE).fit(x, y, pretrained=tmp_path / "ae.npz")
     np.testing.assert_array_equal(resumed.labels_, scratch.labels_)
     np.testing.assert_array_equal(resumed.cluster_centers_, scratch.cluster_centers_)
-    for a, b in zip([*resumed.autoencoder_.parameters(), *resumed.embedder_.parameters()],
-                    [*scratch.autoencoder_.parameters(), *scratch.embedder_.parameters()]):
+    for a, b in zip([*resumed.network_.parameters(), *resumed.embedder_.parameters()],
+                    [*scratch.network_.parameters(), *scratch.embedder_.parameters()]):
         assert torch.equal(a, b)
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(resumed.history_) == strip(scratch.history_)

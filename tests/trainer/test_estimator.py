@@ -53,20 +53,20 @@ def test_same_seed_same_model_other_seed_other_model(options):
     x, _ = blobs()
     x = x.reshape(len(x), *AS_IMAGES)
     a, b, c = (small(seed=seed, epochs=5, **options).fit(x) for seed in (1, 1, 2))
-    for pa_, pb in zip([*a.autoencoder_.parameters(), *a.embedder_.parameters()],
-                       [*b.autoencoder_.parameters(), *b.embedder_.parameters()]):
+    for pa_, pb in zip([*a.network_.parameters(), *a.embedder_.parameters()],
+                       [*b.network_.parameters(), *b.embedder_.parameters()]):
         assert torch.equal(pa_, pb)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     untimed = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert untimed(a.history_) == untimed(b.history_)
-    assert not torch.equal(next(a.autoencoder_.parameters()), next(c.autoencoder_.parameters()))
+    assert not torch.equal(next(a.network_.parameters()), next(c.network_.parameters()))
 
 
 @pytest.mark.parametrize("option", ["augment", "acai"])
 def test_augment_and_acai_change_what_is_learned(option):
     x = blobs()[0].reshape(300, *AS_IMAGES)
     plain, other = small(epochs=3).fit(x), small(epochs=3, **{option: True}).fit(x)
-    assert not torch.equal(next(plain.autoencoder_.parameters()), next(other.autoencoder_.parameters()))
+    assert not torch.equal(next(plain.network_.parameters()), next(other.network_.parameters()))
 
 
 @pytest.mark.parametrize("student, kind", [("auto", "conv"), ("conv", "conv"), ("encoder", "encoder")])
@@ -79,7 +79,7 @@ def test_selflabel_ships_the_student_it_was_asked_for(tmp_path, student, kind):
     images = x.reshape(300, *AS_IMAGES)
     m = small(method="selflabel", student=student, filters=(4, 8, 8), epochs=5).fit(images, y)
     assert isinstance(m.embedder_, ConvEncoder) == (kind == "conv")
-    assert (m.embedder_ is m.autoencoder_.encoder) == (kind == "encoder")
+    assert (m.embedder_ is m.network_.encoder) == (kind == "encoder")
     assert m.fine_tune_["student"] == kind
     assert m.metrics_["acc"] > 0.95
     path = m.save(tmp_path / "b")
