@@ -1,6 +1,5 @@
 """Streaming readers: same values as a full load, bounded buffers, clear errors."""
 
-import gzip
 
 import numpy as np
 import pyarrow as pa
