@@ -184,6 +184,10 @@ def train(
              "pretrained encoder, fine-tuned; conv: a fresh convolutional encoder (--filters; image data only) "
              "trained from scratch, which generalises past the teacher. auto (default): conv for image data.")]
     = Student.auto,
+    teacher_runs: Annotated[int, typer.Option(
+        min=1, help="selflabel: UMAP + GMM runs (each with other seeds). More than one teach their consensus "
+                    "(k-means on the runs' one-hot labels), which is steadier than one run where UMAP's "
+                    "partition moves with its seed (Fashion-MNIST); each run adds a UMAP fit.")] = 1,
     pretrain: Annotated[Pretraining, typer.Option(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
@@ -262,9 +266,12 @@ def train(
     if method is Method.auto:
         method = Method.selflabel if images else Method.kmeans
         augment = images if augment is None else augment
+    if teacher_runs != 1 and method is not Method.selflabel:
+        raise DeepclustError("--teacher-runs applies to --method selflabel (or auto on image data) only")
     if student is not Student.auto and method is not Method.selflabel:
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
-    model = DeepClustering(k, method=method.value, student=student.value, pretraining=pretrain.value, hflip=hflip,
+    model = DeepClustering(k, method=method.value, student=student.value, teacher_runs=teacher_runs,
+                           pretraining=pretrain.value, hflip=hflip,
                            latent_dim=latent_dim,
                            architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),

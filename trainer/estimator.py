@@ -88,6 +88,9 @@ class DeepClustering:
     hflip : bool, default False
         pretraining="contrastive" only: also mirror views left-right (half of them). Right
         for clothes and most photographs, wrong for digits and text.
+    teacher_runs : int, default 1
+        selflabel only: UMAP + GMM runs (other seeds each); more than one teach their
+        consensus (``selflabel.consensus``), every row kept.
     latent_dim : int, default 10
     architecture : {"dense", "conv"}, default "dense"
         "dense": DEC's fully connected autoencoder (widths ``hidden``). "conv": DEC-DA's
@@ -143,7 +146,7 @@ class DeepClustering:
     """
 
     def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", student: str = "auto",
-                 pretraining: str = "autoencoder", hflip: bool = False, latent_dim: int = 10,
+                 teacher_runs: int = 1, pretraining: str = "autoencoder", hflip: bool = False, latent_dim: int = 10,
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,
@@ -152,6 +155,7 @@ class DeepClustering:
         self.n_clusters = n_clusters
         self.method = method
         self.student = student
+        self.teacher_runs = teacher_runs
         self.pretraining = pretraining
         self.hflip = hflip
         self.latent_dim = latent_dim
@@ -173,7 +177,7 @@ class DeepClustering:
         self.device = device
         self.verbose = verbose
 
-    _PARAMS = ("n_clusters", "method", "student", "pretraining", "hflip", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
+    _PARAMS = ("n_clusters", "method", "student", "teacher_runs", "pretraining", "hflip", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
                "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter",
                "seed")
 
@@ -186,7 +190,7 @@ class DeepClustering:
     def _validate_params(self, n_samples: int) -> None:
         positive = {"n_clusters": self.n_clusters, "latent_dim": self.latent_dim, "epochs": self.epochs,
                     "batch_size": self.batch_size, "n_init": self.n_init, "update_interval": self.update_interval,
-                    "max_iter": self.max_iter}
+                    "max_iter": self.max_iter, "teacher_runs": self.teacher_runs}
         for name, value in positive.items():
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
@@ -194,6 +198,9 @@ class DeepClustering:
             raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
         if self.student not in STUDENTS:
             raise DeepclustError(f"student={self.student!r} should be one of {', '.join(STUDENTS)}")
+        if self.teacher_runs != 1 and self.method != "selflabel":
+            raise DeepclustError(f"teacher_runs={self.teacher_runs} applies to method='selflabel' only, "
+                                 f"not {self.method!r}")
         if self.student != "auto" and self.method != "selflabel":
             raise DeepclustError(f"student={self.student!r} applies to method='selflabel' only, not {self.method!r}")
         if self.init not in HEADS:
@@ -319,11 +326,9 @@ class DeepClustering:
             task = progress.add_task(f"cluster ({self.method})", total=1, info="")
             z = self._embed(x)
             if self.method == "selflabel":
-                config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr,
+                config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr, runs=self.teacher_runs,
                                                    epochs=selflabel.STUDENT_EPOCHS[self._student_kind()])
-                teaching = progress.add_task("teacher (UMAP + GMM)", total=1, info="")
-                teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed)
-                progress.advance(teaching)
+                teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed, progress=progress)
                 # The student is built here, after pretraining, so that its initial weights come
                 # from the same random stream whether pretraining ran or was loaded.
                 self.embedder_ = (ConvEncoder(layout, self.filters, self.latent_dim).to(self.device_)
@@ -331,6 +336,9 @@ class DeepClustering:
                 centroids, labels, self.fine_tune_ = selflabel.fine_tune(
                     self.embedder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
                 self.fine_tune_["student"] = self._student_kind()
+                if teacher.agreement is not None:
+                    self.fine_tune_.update(teacher_runs=self.teacher_runs,
+                                           unanimous=float((teacher.agreement == 1).mean()))
                 head = HeadResult(centroids, labels)
             elif self.method in FINE_TUNERS:
                 init = starting_partition(z, self.n_clusters, init=self.init, normalize=self.normalize,

@@ -42,6 +42,7 @@ class SelfLabelConfig:
     n_neighbors: int = 20       # UMAP's graph (N2D's MNIST setting)
     min_dist: float = 0.0       # UMAP packs clusters tightly: what a clusterer wants
     confidence: float = 0.99    # teacher rows kept: GMM posterior at least this
+    runs: int = 1               # UMAP + GMM runs; more than one: their consensus teaches (``consensus``)
     epochs: int = 10            # passes over the kept rows
     batch_size: int = 256
     lr: float = 1e-3
@@ -50,11 +51,56 @@ class SelfLabelConfig:
 @dataclass
 class Teacher:
     labels: np.ndarray       # (n,) the teacher's partition
-    confidence: np.ndarray   # (n,) its posterior for that label
+    confidence: np.ndarray   # (n,) its posterior for that label (1 for a consensus)
+    agreement: np.ndarray | None = None   # (n,) a consensus only: share of runs that agree
 
 
-def teach(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teacher:
-    """N2D on the embedding ``z`` (n, d): UMAP to k dimensions, then a full-covariance GMM."""
+def teach(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int, progress=None) -> Teacher:
+    """N2D on the embedding ``z`` (n, d): UMAP to k dimensions, then a full-covariance GMM;
+    ``config.runs`` > 1 repeats it with other UMAP and GMM seeds and teaches their consensus."""
+    task = progress.add_task("teacher (UMAP + GMM)", total=config.runs, info="") if progress else None
+    runs = []
+    for r in range(config.runs):
+        # Run 0 uses the fit's seed, so that one run is the plain N2D teacher; the others draw
+        # theirs from it, so that neighbouring fit seeds do not share runs.
+        run_seed = seed if r == 0 else int(np.random.SeedSequence([seed, r]).generate_state(1)[0] % 2**31)
+        runs.append(_n2d(z, k, config, seed=run_seed))
+        if task is not None:
+            progress.advance(task)
+    if len(runs) == 1:
+        return runs[0]
+    return consensus([t.labels for t in runs], k, seed=seed)
+
+
+def consensus(partitions: list[np.ndarray], k: int, *, seed: int) -> Teacher:
+    """One partition from several of the same rows: k-means (10 inits) on each row's
+    concatenated one-hot labels, so rows that the runs keep together stay together.
+
+    N2D's partition moves with UMAP's seed: on Fashion-MNIST one run merges pullovers, coats
+    and shirts into one cluster and splits dresses, another splits the footwear wrongly. The
+    runs rarely share a mistake, so the rows' common ground is closer to the classes than the
+    average run (one contrastive encoder, four runs of ACC 0.663, 0.568, 0.653, 0.683: their
+    consensus 0.687; any three of them 0.668-0.684). Every row is kept for the student (the
+    consensus has no posterior): ``confidence`` is 1, and ``agreement`` says what share of
+    the runs put the row in its consensus cluster (after matching each run's labels to it).
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.cluster import KMeans
+
+    onehots = np.concatenate([np.eye(k, dtype=np.float32)[p] for p in partitions], axis=1)
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(onehots).astype(np.int64)
+    agreement = np.zeros(len(labels))
+    for p in partitions:
+        overlap = np.zeros((k, k), dtype=np.int64)
+        np.add.at(overlap, (p, labels), 1)
+        rows, cols = linear_sum_assignment(-overlap)
+        matched = np.empty(k, dtype=np.int64)
+        matched[rows] = cols
+        agreement += matched[p] == labels
+    return Teacher(labels, np.ones(len(labels)), agreement / len(partitions))
+
+
+def _n2d(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teacher:
     try:
         import umap
     except ImportError as e:

@@ -98,6 +98,17 @@ def test_student_is_for_selflabel_and_conv_needs_images():
         small(method="selflabel", student="cnn").fit(x, y)
 
 
+def test_teacher_runs_is_for_selflabel_and_reports_the_runs_agreement():
+    x, y = blobs()
+    m = small(method="selflabel", teacher_runs=2, epochs=2).fit(x, y)
+    assert m.fine_tune_["teacher_runs"] == 2 and 0 < m.fine_tune_["unanimous"] <= 1
+    assert "teacher_runs" not in small(method="selflabel", epochs=2).fit(x, y).fine_tune_
+    with pytest.raises(DeepclustError, match=r"teacher_runs=2 applies to method='selflabel' only, not 'kmeans'"):
+        small(teacher_runs=2).fit(x, y)
+    with pytest.raises(DeepclustError, match=r"teacher_runs=0 should be an integer >= 1"):
+        small(method="selflabel", teacher_runs=0).fit(x, y)
+
+
 def test_augment_needs_image_shaped_data():
     with pytest.raises(DeepclustError, match=r"augment=True needs image samples .* got sample shape \(20,\)"):
         small(augment=True).fit(blobs()[0])

@@ -69,3 +69,51 @@ def test_a_cluster_without_confident_rows_is_refused():
     confidence = np.where(y == 2, 0.5, 1.0)
     with pytest.raises(DeepclustError, match=r"cluster\(s\) \[2\]"):
         student(x, Teacher(y, confidence), confidence=0.99)
+
+
+def test_consensus_recovers_the_partition_that_each_run_gets_partly_wrong():
+    # Three runs, each with its own labels' names and its own 15% of rows in a wrong cluster:
+    # no run is right, their consensus is, and agreement counts the runs that concur.
+    from deepclust.trainer.selflabel import consensus
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 150)
+    runs, wrong = [], []
+    for names in ([0, 1, 2, 3], [2, 0, 3, 1], [3, 2, 1, 0]):
+        w = rng.random(len(truth)) < 0.15
+        runs.append(np.array(names)[np.where(w, (truth + 1 + rng.integers(0, 3, len(truth))) % 4, truth)])
+        wrong.append(w)
+    assert all(cluster_accuracy(truth, r) < 0.9 for r in runs)
+    teacher = consensus(runs, 4, seed=0)
+    n_wrong = np.sum(wrong, axis=0)
+    # named like the truth: each consensus cluster after the class most of it holds
+    named = np.array([np.bincount(truth[teacher.labels == c]).argmax() for c in range(4)])[teacher.labels]
+    assert (named[n_wrong <= 1] == truth[n_wrong <= 1]).all()      # a majority of runs right: right
+    assert cluster_accuracy(truth, teacher.labels) > max(cluster_accuracy(truth, r) for r in runs) + 0.05
+    right = named == truth
+    np.testing.assert_allclose(teacher.agreement[right], 1 - n_wrong[right] / 3)
+    assert (teacher.confidence == 1).all()
+
+
+def test_several_runs_use_other_seeds_and_one_run_is_plain_n2d(monkeypatch):
+    import deepclust.trainer.selflabel as selflabel
+
+    z, y = rings()
+    seeds = []
+    plain = selflabel._n2d
+
+    def recording(z, k, config, *, seed):
+        seeds.append(seed)
+        return plain(z, k, config, seed=seed)
+
+    monkeypatch.setattr(selflabel, "_n2d", recording)
+    one = teach(z, 2, SelfLabelConfig(), seed=5)
+    assert seeds == [5] and one.agreement is None
+    np.testing.assert_array_equal(one.labels, plain(z, 2, SelfLabelConfig(), seed=5).labels)
+    seeds.clear()
+    three = teach(z, 2, SelfLabelConfig(runs=3), seed=5)
+    assert seeds[0] == 5 and len(set(seeds)) == 3
+    assert cluster_accuracy(y, three.labels) > 0.99 and three.agreement.shape == (len(z),)
+    first, seeds[:] = list(seeds), []
+    teach(z, 2, SelfLabelConfig(runs=3), seed=6)
+    assert seeds[0] == 6 and not set(seeds) & set(first)   # neighbouring fit seeds share no run
