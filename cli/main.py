@@ -192,7 +192,7 @@ def train(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
              "contrast, cutout; --hflip) together (SimCLR), for kmeans, gmm and selflabel. On Fashion-MNIST its "
-             "selflabel teacher is better and steadier than the autoencoder's (README, Results).")]
+             "selflabel teacher is better than the autoencoder's (README, Results).")]
     = Pretraining.autoencoder,
     hflip: Annotated[bool, typer.Option(help="--pretrain contrastive: also mirror views left-right. Right for "
                                         "clothes and most photographs, wrong for digits and text.")] = False,

@@ -82,8 +82,8 @@ class DeepClustering:
         "autoencoder": train an autoencoder (``architecture``) on reconstruction.
         "contrastive": image samples only; train a small conv encoder with SimCLR's loss on
         pairs of random views of each image (``contrastive``; 128-d L2-normalised features),
-        for kmeans, gmm and selflabel. On Fashion-MNIST its selflabel teacher is better and
-        steadier than the autoencoder's (README results). ``architecture``, ``hidden``,
+        for kmeans, gmm and selflabel. On Fashion-MNIST its selflabel teacher is better than
+        the autoencoder's (README results). ``architecture``, ``hidden``,
         ``latent_dim`` and ``acai`` concern the autoencoder and are not used.
     hflip : bool, default False
         pretraining="contrastive" only: also mirror views left-right (half of them). Right
