@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deepclust.runtime.errors import DeepclustError
+
 from .augment import affine_warp
 from .images import ImageLayout
 from .pretrain import make_adam
@@ -122,7 +124,9 @@ class ContrastiveEncoder(nn.Module):
         for _ in widths:
             h, w = h // 2, w // 2
         if h < 1 or w < 1:
-            raise ValueError(f"{len(widths)} poolings leave nothing of a {layout.height}x{layout.width} image")
+            raise DeepclustError(f"contrastive pretraining: its {len(widths)} 2x2 poolings leave nothing of a "
+                                 f"{layout.height}x{layout.width} image (it needs at least {2 ** len(widths)}x"
+                                 f"{2 ** len(widths)})")
         self.linear = nn.Linear(channels[-1] * h * w, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +159,8 @@ def pretrain_contrastive(net: ContrastiveNet, x: torch.Tensor, *, epochs: int, b
     layout = net.encoder.layout
     steps = len(x) // batch_size
     if steps < 1:
-        raise ValueError(f"contrastive pretraining needs at least batch_size={batch_size} rows, got {len(x)}")
+        raise DeepclustError(f"contrastive pretraining needs at least batch_size={batch_size} rows (it trains on "
+                             f"full batches only), got {len(x)}; lower the batch size")
     opt = make_adam(net.parameters(), lr)
     for group in opt.param_groups:
         group["weight_decay"] = WEIGHT_DECAY

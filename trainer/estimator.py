@@ -177,8 +177,8 @@ class DeepClustering:
         self.device = device
         self.verbose = verbose
 
-    _PARAMS = ("n_clusters", "method", "student", "teacher_runs", "pretraining", "hflip", "latent_dim", "architecture", "hidden", "filters", "augment", "acai",
-               "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter",
+    _PARAMS = ("n_clusters", "method", "student", "teacher_runs", "pretraining", "hflip", "latent_dim", "architecture",
+               "hidden", "filters", "augment", "acai", "epochs", "batch_size", "lr", "normalize", "n_init", "init", "update_interval", "tol", "max_iter",
                "seed")
 
     def get_params(self) -> dict:
@@ -215,6 +215,9 @@ class DeepClustering:
             raise DeepclustError(f"architecture={self.architecture!r} should be one of {', '.join(ARCHITECTURES)}")
         if len(self.filters) == 0 or any(int(c) < 1 for c in self.filters):
             raise DeepclustError(f"filters={list(self.filters)!r} should hold one or more channel counts >= 1")
+        for name in ("augment", "acai", "hflip"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise DeepclustError(f"{name}={getattr(self, name)!r} should be True or False")
         if self.pretraining not in PRETRAININGS:
             raise DeepclustError(f"pretraining={self.pretraining!r} should be one of {', '.join(PRETRAININGS)}")
         if self.pretraining == "contrastive":
@@ -225,9 +228,6 @@ class DeepClustering:
                 raise DeepclustError("acai=True regularises an autoencoder, which contrastive pretraining does not train")
         elif self.hflip:
             raise DeepclustError("hflip=True applies to pretraining='contrastive' only")
-        for name in ("augment", "acai", "hflip"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise DeepclustError(f"{name}={getattr(self, name)!r} should be True or False")
         if n_samples < self.n_clusters:
             raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
 

@@ -73,7 +73,7 @@ def test_cutout_blanks_one_square_in_about_half_the_views():
 def test_encoder_takes_flat_rows_and_refuses_images_too_small_for_its_poolings():
     layout = ImageLayout.from_sample_shape((28, 28))
     assert ContrastiveEncoder(layout).eval()(torch.rand(4, 784)).shape == (4, 128)
-    with pytest.raises(ValueError, match=r"3 poolings leave nothing of a 4x4 image"):
+    with pytest.raises(DeepclustError, match=r"3 2x2 poolings leave nothing of a 4x4 image \(it needs at least 8x8\)"):
         ContrastiveEncoder(ImageLayout.from_sample_shape((4, 4)))
 
 
@@ -91,7 +91,7 @@ def test_pretraining_lowers_the_loss_and_repeats_for_a_seed():
     assert losses[-1] < losses[0] and len(losses) == 6
     assert [h["loss"] for h in histories[1]] == losses
     assert all(torch.equal(p, q) for p, q in zip(nets[0].parameters(), nets[1].parameters()))
-    with pytest.raises(ValueError, match=r"at least batch_size=512 rows"):
+    with pytest.raises(DeepclustError, match=r"at least batch_size=512 rows .* got 300; lower the batch size"):
         pretrain_contrastive(nets[0], x, epochs=1, batch_size=512, lr=1e-3, generator=torch.Generator())
 
 
@@ -134,6 +134,8 @@ def test_contrastive_options_are_checked():
         small(acai=True).fit(x)
     with pytest.raises(DeepclustError, match=r"hflip=True applies to pretraining='contrastive' only"):
         small(pretraining="autoencoder", hflip=True).fit(x)
+    with pytest.raises(DeepclustError, match=r"hflip='yes' should be True or False"):
+        small(pretraining="autoencoder", hflip="yes").fit(x)
     with pytest.raises(DeepclustError, match=r"pretraining='simclr' should be one of autoencoder, contrastive"):
         small(pretraining="simclr").fit(x)
     with pytest.raises(DeepclustError, match=r"pretraining='contrastive' needs image samples .* got sample shape \(64,\)"):
