@@ -33,8 +33,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality.jsonl"
 # `deepclust train` options that act after pretraining (with how many values each takes):
 # runs that differ only in these can share one pretrained autoencoder.
-CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--teacher-runs": 1, "--n-init": 1, "--init": 1, "--update-interval": 1, "--tol": 1,
-                      "--max-iter": 1, "--normalize": 0, "--no-normalize": 0, "--int8": 0, "--no-int8": 0}
+CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--teacher-runs": 1, "--n-init": 1, "--init": 1,
+                      "--update-interval": 1, "--tol": 1, "--max-iter": 1, "--normalize": 0, "--no-normalize": 0,
+                      "--int8": 0, "--no-int8": 0}
 
 # Configuration name -> `deepclust train` options (on top of the CLI defaults), and the
 # published ACC to compare with, per data set, where there is one.

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from deepclust.runtime.errors import DeepclustError
 
-from .augment import affine_warp
+from .augment import AffineAugment, random_warp
 from .images import ImageLayout
 from .pretrain import make_adam
 
@@ -74,11 +74,7 @@ def random_view(images: torch.Tensor, views: ContrastiveViews, generator: torch.
     def uniform(*shape):
         return torch.rand(*shape, generator=generator, device=dev, dtype=dtype)
 
-    u = uniform(n, 4) * 2 - 1
-    lo, hi = views.zoom
-    out = affine_warp(images, angle=u[:, 0] * views.rotation,
-                      shift=u[:, 1:3] * torch.tensor([views.shift * w, views.shift * h], dtype=dtype, device=dev),
-                      scale=lo + (u[:, 3] + 1) / 2 * (hi - lo))
+    out = random_warp(images, AffineAugment(views.rotation, views.shift, views.zoom), generator)
     mirror = uniform(n) < views.hflip
     out = torch.where(mirror[:, None, None, None], out.flip(3), out)
     lo, hi = views.contrast
