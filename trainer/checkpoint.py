@@ -1,12 +1,14 @@
-"""A pretrained autoencoder saved to a file, so that one pretraining serves several heads.
+"""A pretrained network (autoencoder or contrastive encoder) saved to a file, so that one
+pretraining serves several heads.
 
 Pretraining is most of a fit's cost (50 epochs on MNIST: 6 minutes on 2 CPU cores, 17
 with augmentation), and k-means, GMM, DEC, IDEC, DCN and DKM all start from the same
-pretrained autoencoder. The file holds what a from-scratch fit holds at the end of
-pretraining: the weights, the random generators' states and the pretraining options, plus
-a fingerprint of the training data. Resuming from it therefore gives the same model, bit
-for bit, as one uninterrupted fit with the same options (on CPU); a file made with other
-options or other data is refused rather than silently mixed in.
+pretrained autoencoder (k-means, GMM and selflabel from the same contrastive encoder). The
+file holds what a from-scratch fit holds at the end of pretraining: the weights, the random
+generators' states and the pretraining options, plus a fingerprint of the training data.
+Resuming from it therefore gives the same model, bit for bit, as one uninterrupted fit with
+the same options (on CPU); a file made with other options or other data is refused rather
+than silently mixed in.
 
 Format: one ``.npz`` (numpy arrays and a JSON string; read with ``allow_pickle=False``).
 """
@@ -54,7 +56,7 @@ class Pretrained:
 
 
 def fingerprint(features: np.ndarray) -> str:
-    """sha256 of the rows as the autoencoder sees them (shape and float32 bytes)."""
+    """sha256 of the rows as the network sees them (shape and float32 bytes)."""
     h = hashlib.sha256(json.dumps(list(features.shape)).encode())
     h.update(np.ascontiguousarray(features, dtype=np.float32).data)
     return h.hexdigest()
@@ -83,15 +85,15 @@ def load_pretrained(path) -> Pretrained:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             if meta.get("format") != FORMAT:
-                raise DeepclustError(f"{path}: not a deepclust pretrained autoencoder (format "
+                raise DeepclustError(f"{path}: not a deepclust pretrained network file (format "
                                      f"{meta.get('format')!r}, expected {FORMAT!r})")
             state = {k[len(_STATE):]: torch.from_numpy(npz[k].copy()) for k in npz.files if k.startswith(_STATE)}
             generator_state = torch.from_numpy(npz["generator_state"].copy())
             torch_rng_state = torch.from_numpy(npz["torch_rng_state"].copy())
     except FileNotFoundError:
-        raise DeepclustError(f"{path}: no such pretrained autoencoder file") from None
+        raise DeepclustError(f"{path}: no such pretrained network file") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise DeepclustError(f"{path}: not a readable deepclust pretrained autoencoder ({e})") from None
+        raise DeepclustError(f"{path}: not a readable deepclust pretrained network file ({e})") from None
     return Pretrained(options=meta["options"], data_sha256=meta["data_sha256"], state=state,
                       generator_state=generator_state, torch_rng_state=torch_rng_state, device=meta["device"],
                       history=meta["history"], seconds=float(meta["seconds"]))

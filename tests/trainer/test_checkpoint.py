@@ -1,4 +1,4 @@
-"""A pretrained autoencoder file: resuming from it equals a fit from scratch, and a file from
+"""A pretrained network file: resuming from it equals a fit from scratch, and a file from
 other options or other data is refused."""
 
 import numpy as np
