@@ -7,7 +7,8 @@ Each run is `deepclust train --data DATA --seed S --json` plus the configuration
 in its own process; one JSON record per run (configuration, options, data set, n, seed, ACC,
 NMI, ARI, seconds per phase, device, versions, machine) is appended to
 benchmarks/results/quality.jsonl. `table` groups the records by configuration and data set
-(mean ± std over seeds). Any row is reproduced by the command stored in its records.
+(mean ± std over seeds). Any row is reproduced by the command stored in its records, with
+the defaults that changed since it ran spelled out as the table's options show them.
 
 Configurations that differ only in their clustering options (ae+kmeans, ae+gmm, dec, idec,
 dcn, dkm) pretrain the same autoencoder, so the first of them saves it (`--save-pretrained`,
@@ -33,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality.jsonl"
 # `deepclust train` options that act after pretraining (with how many values each takes):
 # runs that differ only in these can share one pretrained autoencoder.
-CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--teacher-runs": 1, "--n-init": 1, "--init": 1,
+CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--teacher-runs": 1, "--teacher-inits": 1, "--n-init": 1, "--init": 1,
                       "--update-interval": 1, "--tol": 1, "--max-iter": 1, "--normalize": 0, "--no-normalize": 0,
                       "--int8": 0, "--no-int8": 0}
 
@@ -136,20 +137,16 @@ def table(args) -> None:
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     groups: dict = {}
     for r in records:
-        # Runs on different machines are not pooled: their float paths (and times) differ.
-        groups.setdefault((r["data"], r["config"], _machine_name(r)), []).append(r)
+        # Runs on different machines are not pooled: their float paths (and times) differ; nor
+        # are runs whose options differ, defaults included (a default changed since).
+        groups.setdefault((r["data"], r["config"], _machine_name(r), tuple(_options(r))), []).append(r)
     header = ["data", "configuration", "options", "machine", "seeds", "ACC", "NMI", "ARI", "pretrain s", "cluster s",
               "paper ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for (data, name, machine), rs in sorted(groups.items()):
-        latest, rs = rs[-1], sorted(rs, key=lambda r: r["seed"])
+    for (data, name, machine, options), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
         papers, source = CONFIGS.get(name, ([], {}, ""))[1:]
         paper = papers.get(data)
-        options = latest["options"]
-        if "--method" not in options:  # the default method has changed over time; say which one ran
-            options = ["--method", latest["method"], *options]
-        if latest["method"] == "selflabel" and "--student" not in options:  # so has selflabel's student
-            options = [*options, "--student", (latest.get("fine_tune") or {}).get("student", "encoder")]
         cells = [data, name, " ".join(options), machine, ", ".join(str(r["seed"]) for r in rs)]
         for key in ("acc", "nmi", "ari"):
             vals = [r["metrics"][key] for r in rs]
@@ -163,6 +160,19 @@ def table(args) -> None:
             "each record holds the command that reproduces it.\n\n" + "\n".join(lines) + "\n")
     results.with_suffix(".md").write_text(text)
     print(text)
+
+
+def _options(record: dict) -> list[str]:
+    """The record's options, with the defaults that have changed since some runs made explicit."""
+    options, fine_tune = record["options"], record.get("fine_tune") or {}
+    if "--method" not in options:  # the default method has changed over time; say which one ran
+        options = ["--method", record["method"], *options]
+    if record["method"] == "selflabel":
+        if "--student" not in options:  # so has selflabel's student
+            options = [*options, "--student", fine_tune.get("student", "encoder")]
+        if "--teacher-inits" not in options:  # and its teacher's GMM initialisations (1, then 10)
+            options = [*options, "--teacher-inits", str(fine_tune.get("teacher_inits", 1))]
+    return options
 
 
 def _machine_name(record: dict) -> str:

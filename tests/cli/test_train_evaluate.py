@@ -123,7 +123,8 @@ def test_train_help_describes_the_architecture_and_training_options():
     text = " ".join(r.output.split())
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
                    "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
-                   "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--teacher-runs", "consensus"):
+                   "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--teacher-runs", "consensus",
+                   "--teacher-inits", "the most likely fit teaches"):
         assert phrase in text, phrase
 
 

@@ -109,6 +109,15 @@ def test_teacher_runs_is_for_selflabel_and_reports_the_runs_agreement():
         small(method="selflabel", teacher_runs=0).fit(x, y)
 
 
+def test_teacher_inits_is_for_selflabel_and_recorded():
+    x, y = blobs()
+    assert small(method="selflabel", teacher_inits=3, epochs=2).fit(x, y).fine_tune_["teacher_inits"] == 3
+    with pytest.raises(DeepclustError, match=r"teacher_inits=3 applies to method='selflabel' only, not 'kmeans'"):
+        small(teacher_inits=3).fit(x, y)
+    with pytest.raises(DeepclustError, match=r"teacher_inits=0 should be an integer >= 1"):
+        small(method="selflabel", teacher_inits=0).fit(x, y)
+
+
 def test_augment_needs_image_shaped_data():
     with pytest.raises(DeepclustError, match=r"augment=True needs image samples .* got sample shape \(20,\)"):
         small(augment=True).fit(blobs()[0])

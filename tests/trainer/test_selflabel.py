@@ -9,7 +9,7 @@ pytest.importorskip("umap")
 from deepclust.runtime.errors import DeepclustError  # noqa: E402
 from deepclust.trainer.autoencoder import DenseAutoencoder  # noqa: E402
 from deepclust.trainer.metrics import cluster_accuracy  # noqa: E402
-from deepclust.trainer.selflabel import SelfLabelConfig, Teacher, fine_tune, teach  # noqa: E402
+from deepclust.trainer.selflabel import SelfLabelConfig, Teacher, fine_tune, mixture, teach  # noqa: E402
 
 
 def rings(n=600, seed=0):
@@ -117,3 +117,33 @@ def test_several_runs_use_other_seeds_and_one_run_is_plain_n2d(monkeypatch):
     first, seeds[:] = list(seeds), []
     teach(z, 2, SelfLabelConfig(runs=3), seed=6)
     assert seeds[0] == 6 and not set(seeds) & set(first)   # neighbouring fit seeds share no run
+
+
+def test_the_teacher_keeps_the_most_likely_of_its_gmm_fits():
+    """Ten blobs in pairs and quads: one GMM fit, started from one k-means++ draw, sometimes
+    covers two blobs with one component and splits another; the best of ten does not."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [3, 0], [0, 3], [3, 3], [10, 0], [13, 0], [10, 3], [13, 3], [6, 10], [6, 13]])
+    y = np.repeat(np.arange(10), 100)
+    u = centres[y] + rng.normal(scale=0.5, size=(len(y), 2))
+    one = [cluster_accuracy(y, mixture(u, 10, inits=1, seed=s).labels) for s in range(40)]
+    ten = [cluster_accuracy(y, mixture(u, 10, inits=10, seed=s).labels) for s in range(40)]
+    assert min(one) < 0.95      # the trap is there for one fit
+    assert min(ten) > 0.99      # and the most likely of ten avoids it for every seed
+
+
+def test_each_teacher_run_uses_the_configured_gmm_inits(monkeypatch):
+    import deepclust.trainer.selflabel as selflabel
+
+    z, _ = rings()
+    calls = []
+    plain = selflabel.mixture
+
+    def recording(u, k, *, inits, seed):
+        calls.append(inits)
+        return plain(u, k, inits=inits, seed=seed)
+
+    monkeypatch.setattr(selflabel, "mixture", recording)
+    teach(z, 2, SelfLabelConfig(runs=2, gmm_inits=3), seed=0)
+    assert calls == [3, 3]
+    assert SelfLabelConfig().gmm_inits == 10
