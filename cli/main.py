@@ -188,10 +188,11 @@ def train(
         min=1, help="selflabel: UMAP + GMM runs (each with other seeds). More than one teach their consensus "
                     "(k-means on the runs' one-hot labels), which is steadier than one run where UMAP's "
                     "partition moves with its seed (Fashion-MNIST); each run adds a UMAP fit.")] = 1,
-    teacher_inits: Annotated[int, typer.Option(
-        min=1, help="selflabel: GMM initialisations in each teacher run; the most likely fit teaches. With one, "
-                    "the teacher depends on its k-means start (Fashion-MNIST: ACC 0.57-0.68 on one UMAP "
-                    "embedding); each adds a GMM fit, seconds.")] = 10,
+    teacher_inits: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False,
+        help="selflabel: GMM initialisations in each teacher run; the most likely fit teaches. Default: 10 "
+             "with --pretrain contrastive, where the likeliest mixture is the better teacher; 1 with the "
+             "autoencoder, where it is not (README, Results).")] = None,
     pretrain: Annotated[Pretraining, typer.Option(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
@@ -272,7 +273,7 @@ def train(
         augment = images if augment is None else augment
     if teacher_runs != 1 and method is not Method.selflabel:
         raise DeepclustError("--teacher-runs applies to --method selflabel (or auto on image data) only")
-    if teacher_inits != 10 and method is not Method.selflabel:
+    if teacher_inits is not None and method is not Method.selflabel:
         raise DeepclustError("--teacher-inits applies to --method selflabel (or auto on image data) only")
     if student is not Student.auto and method is not Method.selflabel:
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")

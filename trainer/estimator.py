@@ -91,10 +91,12 @@ class DeepClustering:
     teacher_runs : int, default 1
         selflabel only: UMAP + GMM runs (other seeds each); more than one teach their
         consensus (``selflabel.consensus``), every row kept.
-    teacher_inits : int, default 10
+    teacher_inits : int or None, default None
         selflabel only: GMM initialisations in each teacher run; the most likely fit teaches
-        (``selflabel.mixture``). With one, the teacher is at the mercy of its k-means start
-        (Fashion-MNIST: ACC 0.57-0.68 on one UMAP embedding).
+        (``selflabel.mixture``). None: 10 after contrastive pretraining, where the likeliest
+        mixture is the better teacher (Fashion-MNIST: one fit 0.57-0.68 on one UMAP
+        embedding, the likeliest of 10 0.68), 1 after an autoencoder, where it is not (its
+        likeliest mixtures scored 0.02-0.07 lower; README results).
     latent_dim : int, default 10
     architecture : {"dense", "conv"}, default "dense"
         "dense": DEC's fully connected autoencoder (widths ``hidden``). "conv": DEC-DA's
@@ -150,7 +152,7 @@ class DeepClustering:
     """
 
     def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", student: str = "auto",
-                 teacher_runs: int = 1, teacher_inits: int = 10, pretraining: str = "autoencoder", hflip: bool = False, latent_dim: int = 10,
+                 teacher_runs: int = 1, teacher_inits: int | None = None, pretraining: str = "autoencoder", hflip: bool = False, latent_dim: int = 10,
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,
@@ -195,7 +197,9 @@ class DeepClustering:
     def _validate_params(self, n_samples: int) -> None:
         positive = {"n_clusters": self.n_clusters, "latent_dim": self.latent_dim, "epochs": self.epochs,
                     "batch_size": self.batch_size, "n_init": self.n_init, "update_interval": self.update_interval,
-                    "max_iter": self.max_iter, "teacher_runs": self.teacher_runs, "teacher_inits": self.teacher_inits}
+                    "max_iter": self.max_iter, "teacher_runs": self.teacher_runs}
+        if self.teacher_inits is not None:
+            positive["teacher_inits"] = self.teacher_inits
         for name, value in positive.items():
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
@@ -206,7 +210,7 @@ class DeepClustering:
         if self.teacher_runs != 1 and self.method != "selflabel":
             raise DeepclustError(f"teacher_runs={self.teacher_runs} applies to method='selflabel' only, "
                                  f"not {self.method!r}")
-        if self.teacher_inits != 10 and self.method != "selflabel":
+        if self.teacher_inits is not None and self.method != "selflabel":
             raise DeepclustError(f"teacher_inits={self.teacher_inits} applies to method='selflabel' only, "
                                  f"not {self.method!r}")
         if self.student != "auto" and self.method != "selflabel":
@@ -335,7 +339,7 @@ class DeepClustering:
             z = self._embed(x)
             if self.method == "selflabel":
                 config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr, runs=self.teacher_runs,
-                                                   gmm_inits=self.teacher_inits,
+                                                   gmm_inits=self._teacher_inits(),
                                                    epochs=selflabel.STUDENT_EPOCHS[self._student_kind()])
                 teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed, progress=progress)
                 # The student is built here, after pretraining, so that its initial weights come
@@ -344,7 +348,7 @@ class DeepClustering:
                                   if self._student_kind() == "conv" else self.network_.encoder)
                 centroids, labels, self.fine_tune_ = selflabel.fine_tune(
                     self.embedder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
-                self.fine_tune_.update(student=self._student_kind(), teacher_inits=self.teacher_inits)
+                self.fine_tune_.update(student=self._student_kind(), teacher_inits=self._teacher_inits())
                 if teacher.agreement is not None:
                     self.fine_tune_.update(teacher_runs=self.teacher_runs,
                                            unanimous=float((teacher.agreement == 1).mean()))
@@ -391,6 +395,12 @@ class DeepClustering:
             generator.set_state(self.pretrained_.generator_state)
         torch.set_rng_state(self.pretrained_.torch_rng_state)
         self.history_ = self.pretrained_.history
+
+    def _teacher_inits(self) -> int:
+        """selflabel's GMM initialisations per teacher run, with None resolved by the pretraining."""
+        if self.teacher_inits is not None:
+            return int(self.teacher_inits)
+        return 10 if self.pretraining == "contrastive" else 1
 
     def _student_kind(self) -> str | None:
         """selflabel's student, "encoder" or "conv", with "auto" resolved; None for other methods."""

@@ -43,7 +43,7 @@ class SelfLabelConfig:
     min_dist: float = 0.0       # UMAP packs clusters tightly: what a clusterer wants
     confidence: float = 0.99    # teacher rows kept: GMM posterior at least this
     runs: int = 1               # UMAP + GMM runs; more than one: their consensus teaches (``consensus``)
-    gmm_inits: int = 10         # GMM initialisations per run; the most likely fit teaches (``mixture``)
+    gmm_inits: int = 1          # GMM initialisations per run (N2D's: 1); the most likely fit teaches (``mixture``)
     epochs: int = 10            # passes over the kept rows
     batch_size: int = 256
     lr: float = 1e-3
@@ -117,10 +117,12 @@ def _n2d(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teache
 def mixture(u: np.ndarray, k: int, *, inits: int, seed: int) -> Teacher:
     """A full-covariance GMM on UMAP's output ``u``, the most likely of ``inits`` fits.
 
-    One fit lands in whichever local optimum its k-means start leads to, and on Fashion-MNIST
-    that, more than UMAP's seed, is what made the teacher unsteady: one UMAP embedding of the
-    contrastive features gave ACC 0.568-0.683 over six GMM seeds, and the most likely of 10
-    fits 0.682 (another: 0.590-0.680, most likely 0.678).
+    One fit lands in whichever local optimum its k-means start leads to. On Fashion-MNIST's
+    contrastive features that, more than UMAP's seed, made the teacher unsteady: one UMAP
+    embedding gave ACC 0.568-0.683 over six GMM seeds and the most likely of 10 fits 0.682
+    (another: 0.590-0.680, most likely 0.678). On an autoencoder's embedding the likeliest
+    mixture was the worse teacher (README results), so the estimator asks for 10 fits after
+    contrastive pretraining only.
     """
     from sklearn.mixture import GaussianMixture
 
