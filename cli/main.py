@@ -190,7 +190,7 @@ def train(
                     "partition moves with its seed (Fashion-MNIST); each run adds a UMAP fit.")] = 1,
     teacher_inits: Annotated[Optional[int], typer.Option(
         min=1, show_default=False,
-        help="selflabel: GMM initialisations in each teacher run; the most likely fit teaches. Default: 10 "
+        help="selflabel: GMM initialisations in each teacher run; the most likely fit teaches. Default: 30 "
              "with --pretrain contrastive, where the likeliest mixture is the better teacher; 1 with the "
              "autoencoder, where it is not (README, Results).")] = None,
     pretrain: Annotated[Pretraining, typer.Option(

@@ -93,9 +93,9 @@ class DeepClustering:
         consensus (``selflabel.consensus``), every row kept.
     teacher_inits : int or None, default None
         selflabel only: GMM initialisations in each teacher run; the most likely fit teaches
-        (``selflabel.mixture``). None: 10 after contrastive pretraining, where the likeliest
+        (``selflabel.mixture``). None: 30 after contrastive pretraining, where the likeliest
         mixture is the better teacher (Fashion-MNIST: one fit 0.57-0.68 on one UMAP
-        embedding, the likeliest of 10 0.68), 1 after an autoencoder, where it is not (its
+        embedding, the likeliest of 30 0.68), 1 after an autoencoder, where it is not (its
         likeliest mixtures scored 0.02-0.07 lower; README results).
     latent_dim : int, default 10
     architecture : {"dense", "conv"}, default "dense"
@@ -400,7 +400,7 @@ class DeepClustering:
         """selflabel's GMM initialisations per teacher run, with None resolved by the pretraining."""
         if self.teacher_inits is not None:
             return int(self.teacher_inits)
-        return 10 if self.pretraining == "contrastive" else 1
+        return 30 if self.pretraining == "contrastive" else 1
 
     def _student_kind(self) -> str | None:
         """selflabel's student, "encoder" or "conv", with "auto" resolved; None for other methods."""

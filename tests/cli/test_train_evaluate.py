@@ -124,7 +124,7 @@ def test_train_help_describes_the_architecture_and_training_options():
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
                    "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
                    "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--teacher-runs", "consensus",
-                   "--teacher-inits", "the most likely fit teaches", "10 with --pretrain contrastive"):
+                   "--teacher-inits", "the most likely fit teaches", "30 with --pretrain contrastive"):
         assert phrase in text, phrase
 
 

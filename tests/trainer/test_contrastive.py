@@ -111,8 +111,8 @@ def test_contrastive_fit_clusters_and_its_bundle_scores_the_same(tmp_path, metho
     assert manifest.method["name"] == f"contrastive+{method}"
     assert manifest.latent_dim == (128 if method == "kmeans" else 10)   # kmeans clusters the 128-d features
     assert np.mean(Assigner.load(path, precision="fp32").assign(x).labels == m.labels_) >= 0.999
-    if method == "selflabel":   # the likeliest of ten GMM fits teaches after contrastive pretraining
-        assert m.fine_tune_["teacher_inits"] == 10
+    if method == "selflabel":   # the likeliest of 30 GMM fits teaches after contrastive pretraining
+        assert m.fine_tune_["teacher_inits"] == 30
 
 
 def test_resuming_a_contrastive_pretraining_equals_a_fit_from_scratch(tmp_path):
