@@ -34,9 +34,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality.jsonl"
 # `deepclust train` options that act after pretraining (with how many values each takes):
 # runs that differ only in these can share one pretrained autoencoder.
-CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--teacher-runs": 1, "--teacher-inits": 1, "--n-init": 1, "--init": 1,
-                      "--update-interval": 1, "--tol": 1, "--max-iter": 1, "--normalize": 0, "--no-normalize": 0,
-                      "--int8": 0, "--no-int8": 0}
+CLUSTERING_OPTIONS = {"--method": 1, "--student": 1, "--teacher-runs": 1, "--teacher-inits": 1, "--n-init": 1,
+                      "--init": 1, "--update-interval": 1, "--tol": 1, "--max-iter": 1, "--normalize": 0,
+                      "--no-normalize": 0, "--int8": 0, "--no-int8": 0}
 
 # Configuration name -> `deepclust train` options (on top of the CLI defaults), and the
 # published ACC to compare with, per data set, where there is one.
@@ -170,7 +170,7 @@ def _options(record: dict) -> list[str]:
     if record["method"] == "selflabel":
         if "--student" not in options:  # so has selflabel's student
             options = [*options, "--student", fine_tune.get("student", "encoder")]
-        if "--teacher-inits" not in options:  # and its teacher's GMM initialisations (1, then 10)
+        if "--teacher-inits" not in options:  # and its teacher's GMM fits (1, now 30 after contrastive)
             options = [*options, "--teacher-inits", str(fine_tune.get("teacher_inits", 1))]
     return options
 

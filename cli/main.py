@@ -278,8 +278,8 @@ def train(
     if student is not Student.auto and method is not Method.selflabel:
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
     model = DeepClustering(k, method=method.value, student=student.value, teacher_runs=teacher_runs,
-                           teacher_inits=teacher_inits, pretraining=pretrain.value, hflip=hflip, latent_dim=latent_dim,
-                           architecture=architecture.value,
+                           teacher_inits=teacher_inits, pretraining=pretrain.value, hflip=hflip,
+                           latent_dim=latent_dim, architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,

@@ -152,7 +152,8 @@ class DeepClustering:
     """
 
     def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", student: str = "auto",
-                 teacher_runs: int = 1, teacher_inits: int | None = None, pretraining: str = "autoencoder", hflip: bool = False, latent_dim: int = 10,
+                 teacher_runs: int = 1, teacher_inits: int | None = None, pretraining: str = "autoencoder",
+                 hflip: bool = False, latent_dim: int = 10,
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, normalize: bool = True,

@@ -119,11 +119,11 @@ def mixture(u: np.ndarray, k: int, *, inits: int, seed: int) -> Teacher:
 
     One fit lands in whichever local optimum its k-means start leads to. On Fashion-MNIST's
     contrastive features that, more than UMAP's seed, made the teacher unsteady: one UMAP
-    embedding gave ACC 0.568-0.683 over six GMM seeds, the most likely of 30 fits 0.682, and
-    five UMAP seeds' likeliest mixtures 0.678-0.684. Ten fits missed the likeliest in three of
-    those five (0.646-0.656). On an autoencoder's embedding the likeliest mixture was the
-    worse teacher (README results), so the estimator asks for 30 fits after contrastive
-    pretraining only.
+    embedding gave ACC 0.568-0.683 over six GMM seeds and the likeliest of 30 fits 0.682. On
+    three UMAP embeddings the likeliest of 30 scored 0.681-0.684, the same for two sets of
+    30 seeds, where one set of 10 had missed it (0.646-0.656). On an autoencoder's embedding
+    the likeliest mixture was the worse teacher (README results), so the estimator asks for
+    30 fits after contrastive pretraining only.
     """
     from sklearn.mixture import GaussianMixture
 
