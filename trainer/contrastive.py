@@ -9,7 +9,7 @@ loss, temperature 0.2, through a small projection head that is thrown away after
 The same teacher on its 128-d features scores 0.65-0.67 on Fashion-MNIST for six UMAP seeds
 of one 30-epoch pretraining, 0.57-0.68 (mean 0.63) over five runs on another: better on average,
 as unsteady. With the likeliest of 30 GMM fits (``selflabel.mixture``, what the estimator does
-after this pretraining) that second encoder teaches at 0.68 for every UMAP seed tried, but a
+after this pretraining) that second encoder teaches at 0.67-0.68 for every UMAP seed tried, but a
 third pretraining seed's teacher scores 0.60: the spread moves to the pretraining seed. The
 benchmark's rows are in the README.
 
