@@ -112,7 +112,7 @@ def test_teacher_runs_is_for_selflabel_and_reports_the_runs_agreement():
 def test_teacher_inits_is_for_selflabel_and_recorded():
     x, y = blobs()
     assert small(method="selflabel", teacher_inits=3, epochs=2).fit(x, y).fine_tune_["teacher_inits"] == 3
-    # None: one fit after an autoencoder (tests/trainer/test_contrastive.py: ten after contrastive pretraining)
+    # None: one fit after an autoencoder (tests/trainer/test_contrastive.py: 30 after contrastive pretraining)
     assert small(method="selflabel", epochs=2).fit(x, y).fine_tune_["teacher_inits"] == 1
     with pytest.raises(DeepclustError, match=r"teacher_inits=3 applies to method='selflabel' only, not 'kmeans'"):
         small(teacher_inits=3).fit(x, y)
