@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deepclust.trainer.seeds import run_seed
 from machine import describe  # this folder is on sys.path when the script runs
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +77,11 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
     "contrastive-hflip-selflabel5-da": (["--pretrain", "contrastive", "--hflip", "--epochs", "30", "--augment",
                                          "--method", "selflabel", "--student", "conv", "--teacher-runs", "5"],
                                         {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
+    # ... taught by three contrastive networks (seeds drawn from the run's), two UMAP + GMM runs on each.
+    "contrastive3-hflip-selflabel2-da": (["--pretrain", "contrastive", "--hflip", "--epochs", "30", "--pretrain-runs",
+                                          "3", "--augment", "--method", "selflabel", "--student", "conv",
+                                          "--teacher-runs", "2"],
+                                         {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
     "conv-dec-da": (["--architecture", "conv", "--augment", "--method", "dec"],
                     {"mnist": 0.985, "fashion-mnist": 0.586}, "Guo 2018, ConvDEC-DA"),
 }
@@ -95,8 +101,18 @@ def run(args) -> None:
                 argv = [sys.executable, "-m", "deepclust.cli", *cmd[1:]]
                 shared = None
                 if args.share_pretraining:
-                    shared = pretrained_dir / f"{_pretraining_key(data, seed, options)}.npz"
-                    argv += ["--pretrained" if shared.exists() else "--save-pretrained", str(shared)]
+                    # One file per pretrained network; a --pretrain-runs fit's networks are those
+                    # fits with their seeds pretrain, so the first is shared with one-network configs.
+                    runs, alone = _pretrain_runs(options)
+                    shared = [pretrained_dir / f"{_pretraining_key(data, run_seed(seed, i), alone)}.npz"
+                              for i in range(runs)]
+                    if runs > 1:
+                        for i, path in enumerate(shared):
+                            if not path.exists():
+                                _pretrain_alone(data, run_seed(seed, i), alone, path, args.data_dir)
+                    flag = "--pretrained" if all(path.exists() for path in shared) else "--save-pretrained"
+                    for path in shared:
+                        argv += [flag, str(path)]
                 with tempfile.TemporaryDirectory() as tmp:
                     argv[argv.index("BUNDLE")] = f"{tmp}/b"
                     proc = subprocess.run(argv, capture_output=True, text=True)
@@ -114,8 +130,8 @@ def run(args) -> None:
     table(args)
 
 
-def _pretraining_key(data: str, seed: int, options: list[str]) -> str:
-    """A name for the pretrained autoencoder these options lead to (the clustering options removed).
+def _pretraining_options(options: list[str]) -> list[str]:
+    """The options that decide the pretrained network (the clustering options removed).
 
     `--method auto` (also the default) is kept: it turns augmentation on for images, so it
     changes the pretraining."""
@@ -128,6 +144,36 @@ def _pretraining_key(data: str, seed: int, options: list[str]) -> str:
         else:
             kept.append(options[i])
             i += 1
+    return kept
+
+
+def _pretrain_runs(options: list[str]) -> tuple[int, list[str]]:
+    """(`--pretrain-runs`' value, the options without it): each network is pretrained as a fit
+    with those options and its own seed would be."""
+    if "--pretrain-runs" not in options:
+        return 1, options
+    i = options.index("--pretrain-runs")
+    return int(options[i + 1]), options[:i] + options[i + 2:]
+
+
+def _pretrain_alone(data: str, seed: int, options: list[str], path: Path, data_dir: str | None) -> None:
+    """Write the pretrained network of a fit with ``options`` and ``seed`` to ``path`` (its
+    k-means head and bundle are thrown away): one network of a --pretrain-runs fit."""
+    kept = _pretraining_options(options)
+    if kept[:2] == ["--method", "auto"]:  # auto's augmentation would differ under --method kmeans
+        raise SystemExit("a configuration with --pretrain-runs must name its --method")
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "deepclust.cli", "train", "--data", data, "--out", f"{tmp}/b", "--seed",
+                str(seed), *kept, "--method", "kmeans", "--no-int8", "--json", "--save-pretrained", str(path)]
+        proc = subprocess.run(argv + (["--data-dir", data_dir] if data_dir else []), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)}: {proc.stderr.strip()}")
+    print(f"{data}: pretrained the network of seed {seed} to {path}", flush=True)
+
+
+def _pretraining_key(data: str, seed: int, options: list[str]) -> str:
+    """A name for the pretrained network these options lead to (the clustering options removed)."""
+    kept = _pretraining_options(options)
     digest = hashlib.sha256(json.dumps([data, seed, kept]).encode()).hexdigest()[:16]
     return f"{data}-seed{seed}-{digest}"
 

@@ -193,6 +193,11 @@ def train(
         help="selflabel: GMM initialisations in each teacher run; the most likely fit teaches. Default: 30 "
              "with --pretrain contrastive, where the likeliest mixture is the better teacher; 1 with the "
              "autoencoder, where it is not (README, Results).")] = None,
+    pretrain_runs: Annotated[int, typer.Option(
+        min=1, help="selflabel: networks to pretrain, each from its own seed (the first from --seed). The teacher "
+                    "runs --teacher-runs times on each network's embedding and teaches the consensus of all; "
+                    "networks from other seeds make different mistakes, so it teaches better, at N times the "
+                    "pretraining. Only the first network goes on to the student (README, Results).")] = 1,
     pretrain: Annotated[Pretraining, typer.Option(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
@@ -242,23 +247,29 @@ def train(
                                        "faster on CPU). Its label agreement with fp32 is measured on held-out training "
                                        "rows and recorded; assign uses it by default only when that is >= 99.5%.")]
     = True,
-    save_pretrained: Annotated[Optional[Path], typer.Option(
+    save_pretrained: Annotated[Optional[list[Path]], typer.Option(
         "--save-pretrained", help="Also save the network as pretraining left it (.npz), to start other fits "
-                                  "from with --pretrained.")] = None,
-    pretrained: Annotated[Optional[Path], typer.Option(
+                                  "from with --pretrained. With --pretrain-runs N, give it N times: one file per "
+                                  "network, in order.")] = None,
+    pretrained: Annotated[Optional[list[Path]], typer.Option(
         "--pretrained", help="Skip pretraining: start from a file written by --save-pretrained with the same data "
                              "and pretraining options (e.g. to try another --method); the result equals a fit from "
-                             "scratch.")] = None,
+                             "scratch. With --pretrain-runs N, give it N times, in order.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ):
     """Pretrain an encoder, fit a clustering head, and export a verified model bundle."""
     _refuse_existing(out_dir, overwrite, "bundle folder")
-    if pretrained is not None and save_pretrained is not None:
+    if pretrained and save_pretrained:
         raise DeepclustError("--pretrained skips pretraining, so there is nothing for --save-pretrained to save")
-    if pretrained is not None and not pretrained.is_file():
-        raise DeepclustError(f"{pretrained}: no such pretrained network file")
+    for path in pretrained or ():
+        if not path.is_file():
+            raise DeepclustError(f"{path}: no such pretrained network file")
+    for option, paths in (("--pretrained", pretrained), ("--save-pretrained", save_pretrained)):
+        if paths and len(paths) != pretrain_runs:
+            raise DeepclustError(f"{option} given {len(paths)} time(s) for --pretrain-runs {pretrain_runs}: give one "
+                                 f"file per pretrained network")
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.estimator import DeepClustering
 
@@ -275,18 +286,21 @@ def train(
         raise DeepclustError("--teacher-runs applies to --method selflabel (or auto on image data) only")
     if teacher_inits is not None and method is not Method.selflabel:
         raise DeepclustError("--teacher-inits applies to --method selflabel (or auto on image data) only")
+    if pretrain_runs != 1 and method is not Method.selflabel:
+        raise DeepclustError("--pretrain-runs applies to --method selflabel (or auto on image data) only")
     if student is not Student.auto and method is not Method.selflabel:
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
     model = DeepClustering(k, method=method.value, student=student.value, teacher_runs=teacher_runs,
-                           teacher_inits=teacher_inits, pretraining=pretrain.value, hflip=hflip,
+                           teacher_inits=teacher_inits, pretrain_runs=pretrain_runs, pretraining=pretrain.value,
+                           hflip=hflip,
                            latent_dim=latent_dim, architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,
                            epochs=epochs, batch_size=batch_size, lr=lr, normalize=normalize, n_init=n_init,
                            init=init.value, update_interval=update_interval, tol=tol, max_iter=max_iter, seed=seed,
                            device=device.value, verbose=not (quiet or as_json))
-    model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names, pretrained=pretrained,
-              save_pretrained_to=save_pretrained)
+    model.fit(ds.x, ds.y, preprocessing=ds.preprocessing, feature_names=ds.feature_names, pretrained=pretrained or None,
+              save_pretrained_to=save_pretrained or None)
     t0 = time.perf_counter()
     path = model.save(out_dir, overwrite=overwrite, int8=int8)
     timings = {**model.timings_, "export_seconds": time.perf_counter() - t0}
@@ -299,8 +313,9 @@ def train(
                           "fine_tune": getattr(model, "fine_tune_", None)}))
         return
     _print_scores(f"{data}: {model.metrics_['n_samples']} rows, k={k}, {method.value}", model.metrics_)
-    source = f"from {pretrained}" if pretrained is not None else f"on {model.device_}"
-    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({timings['pretrain_seconds'] / epochs:.2f}s/epoch "
+    source = f"from {', '.join(map(str, pretrained))}" if pretrained else f"on {model.device_}"
+    per_epoch = timings['pretrain_seconds'] / (epochs * pretrain_runs)
+    out.print(f"pretrain {timings['pretrain_seconds']:.1f}s ({per_epoch:.2f}s/epoch "
               f"{source}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
               f"runtime parity: labels agree on {checks['label_agreement']:.2%} of {checks['parity_rows']} rows")
     if "int8" in checks:

@@ -64,3 +64,25 @@ def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():
     # auto (explicit or by default) augments images, so it pretrains differently from kmeans
     for auto in (["--acai"], ["--acai", "--method", "auto"]):
         assert key("mnist", 0, auto) != key("mnist", 0, ["--acai", "--method", "kmeans"])
+
+
+def test_a_pretrain_runs_fit_shares_its_first_network_and_pretrains_the_others_alone(tmp_path):
+    quality = _quality_module()
+    results, work = tmp_path / "quality.jsonl", tmp_path / "work" / "pretrained"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "run", "--configs", "selflabel-da", "--data", "digits",
+                           "--seeds", "0", "--results", str(results), "--work", str(tmp_path / "work"), "--", *TINY,
+                           "--pretrain-runs", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(results.read_text())
+    assert record["pretraining_shared"] and record["fine_tune"]["pretrain_runs"] == 2
+    assert "pretrained" not in record["command"] and "--pretrain-runs 2" in record["command"]
+    # one file per network, each named as a one-network fit with its seed names its own
+    options = quality.CONFIGS["selflabel-da"][0] + TINY
+    expected = {f"{quality._pretraining_key('digits', seed, options)}.npz" for seed in (0, quality.run_seed(0, 1))}
+    assert {p.name for p in work.iterdir()} == expected
+
+
+def test_pretrain_runs_are_read_off_the_options():
+    runs = _quality_module()._pretrain_runs
+    assert runs(["--method", "selflabel"]) == (1, ["--method", "selflabel"])
+    assert runs(["--pretrain-runs", "3", "--method", "selflabel"]) == (3, ["--method", "selflabel"])

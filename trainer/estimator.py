@@ -7,6 +7,7 @@ Learned state ends in ``_``.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
@@ -31,6 +32,7 @@ from .images import ImageLayout
 from .metrics import clustering_scores
 from .pretrain import pretrain_autoencoder
 from .progress import progress_bars
+from .seeds import run_seed
 
 # kmeans/gmm fit a head on the pretrained embedding; the others start from k-means there and
 # fine-tune encoder and centroids together. Each entry: (fine_tune function, config class,
@@ -97,6 +99,13 @@ class DeepClustering:
         mixture is the better teacher (Fashion-MNIST: one fit 0.57-0.68 on one UMAP
         embedding, the likeliest of 30 0.68), 1 after an autoencoder, where it is not (its
         likeliest mixtures scored 0.02-0.07 lower; README results).
+    pretrain_runs : int, default 1
+        selflabel only: networks pretrained, the first from ``seed`` and the others from
+        seeds drawn from it (``seeds.run_seed``). The teacher runs ``teacher_runs`` times on
+        each network's embedding and teaches the consensus of all runs; only the first
+        network goes on (the "encoder" student, or the embedding other heads would use).
+        Networks from other seeds err on different rows more than UMAP runs on one network
+        do, so their consensus teaches better, at N times the pretraining (README results).
     latent_dim : int, default 10
     architecture : {"dense", "conv"}, default "dense"
         "dense": DEC's fully connected autoencoder (widths ``hidden``). "conv": DEC-DA's
@@ -152,7 +161,8 @@ class DeepClustering:
     """
 
     def __init__(self, n_clusters: int = 10, *, method: str = "kmeans", student: str = "auto",
-                 teacher_runs: int = 1, teacher_inits: int | None = None, pretraining: str = "autoencoder",
+                 teacher_runs: int = 1, teacher_inits: int | None = None, pretrain_runs: int = 1,
+                 pretraining: str = "autoencoder",
                  hflip: bool = False, latent_dim: int = 10,
                  architecture: str = "dense", hidden: Sequence[int] = (500, 500, 2000),
                  filters: Sequence[int] = (32, 64, 128), augment: bool = False, acai: bool = False,
@@ -164,6 +174,7 @@ class DeepClustering:
         self.student = student
         self.teacher_runs = teacher_runs
         self.teacher_inits = teacher_inits
+        self.pretrain_runs = pretrain_runs
         self.pretraining = pretraining
         self.hflip = hflip
         self.latent_dim = latent_dim
@@ -185,7 +196,8 @@ class DeepClustering:
         self.device = device
         self.verbose = verbose
 
-    _PARAMS = ("n_clusters", "method", "student", "teacher_runs", "teacher_inits", "pretraining", "hflip",
+    _PARAMS = ("n_clusters", "method", "student", "teacher_runs", "teacher_inits", "pretrain_runs", "pretraining",
+               "hflip",
                "latent_dim", "architecture", "hidden", "filters", "augment", "acai", "epochs", "batch_size", "lr",
                "normalize", "n_init", "init", "update_interval", "tol", "max_iter", "seed")
 
@@ -198,7 +210,7 @@ class DeepClustering:
     def _validate_params(self, n_samples: int) -> None:
         positive = {"n_clusters": self.n_clusters, "latent_dim": self.latent_dim, "epochs": self.epochs,
                     "batch_size": self.batch_size, "n_init": self.n_init, "update_interval": self.update_interval,
-                    "max_iter": self.max_iter, "teacher_runs": self.teacher_runs}
+                    "max_iter": self.max_iter, "teacher_runs": self.teacher_runs, "pretrain_runs": self.pretrain_runs}
         if self.teacher_inits is not None:
             positive["teacher_inits"] = self.teacher_inits
         for name, value in positive.items():
@@ -214,6 +226,9 @@ class DeepClustering:
         if self.teacher_inits is not None and self.method != "selflabel":
             raise DeepclustError(f"teacher_inits={self.teacher_inits} applies to method='selflabel' only, "
                                  f"not {self.method!r}")
+        if self.pretrain_runs != 1 and self.method != "selflabel":
+            raise DeepclustError(f"pretrain_runs={self.pretrain_runs} applies to method='selflabel' only (its teacher "
+                                 f"reads every network), not {self.method!r}")
         if self.student != "auto" and self.method != "selflabel":
             raise DeepclustError(f"student={self.student!r} applies to method='selflabel' only, not {self.method!r}")
         if self.init not in HEADS:
@@ -244,14 +259,15 @@ class DeepClustering:
         if n_samples < self.n_clusters:
             raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
 
-    def _pretraining_options(self) -> dict:
-        """What decides the pretrained network (with the data): a pretrained file must match these."""
+    def _pretraining_options(self, seed: int) -> dict:
+        """What decides a pretrained network (with the data): a pretrained file must match these.
+        ``seed`` is the network's (the fit's, or another pretraining run's)."""
         if self.pretraining == "contrastive":
             return {"pretraining": "contrastive", "hflip": bool(self.hflip), "epochs": self.epochs,
-                    "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                    "batch_size": self.batch_size, "lr": self.lr, "seed": seed,
                     "sample_shape": list(self.sample_shape_)}
-        options = {name: getattr(self, name) for name in ("architecture", "latent_dim", "epochs", "batch_size",
-                                                             "lr", "seed")}
+        options = {name: getattr(self, name) for name in ("architecture", "latent_dim", "epochs", "batch_size", "lr")}
+        options["seed"] = seed
         options.update(augment=bool(self.augment), acai=bool(self.acai))
         options["widths"] = [int(w) for w in (self.filters if self.architecture == "conv" else self.hidden)]
         options["sample_shape"] = list(self.sample_shape_)
@@ -263,10 +279,12 @@ class DeepClustering:
 
         ``preprocessing`` is applied before the encoder and stored in the bundle so that the
         runtime scores raw data the same way; ``y`` (optional) only feeds ``metrics_``.
-        ``save_pretrained_to`` (a path): also write the autoencoder as pretraining left it
-        (see ``checkpoint``). ``pretrained`` (such a path): skip pretraining and start from that
+        ``save_pretrained_to`` (a path): also write the network as pretraining left it (see
+        ``checkpoint``). ``pretrained`` (such a path): skip pretraining and start from that
         file instead, which must come from the same data and pretraining options; the result
-        is the same as a fit from scratch (on the same device).
+        is the same as a fit from scratch (on the same device). With ``pretrain_runs`` > 1,
+        either is a list of that many paths, one per network in order; each file is the one a
+        fit with that network's seed writes, so fits can share them.
         """
         X = np.asarray(X)
         if X.dtype.kind not in "biuf":
@@ -276,6 +294,8 @@ class DeepClustering:
         self._validate_params(len(X))
         if pretrained is not None and save_pretrained_to is not None:
             raise DeepclustError("pretrained skips pretraining, so there is nothing for save_pretrained_to to save")
+        loads, saves = (self._one_path_per_run(paths, name) for paths, name in
+                        ((pretrained, "pretrained"), (save_pretrained_to, "save_pretrained_to")))
         self.preprocessing_ = preprocessing or Preprocessing()
         self.sample_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = int(np.prod(self.sample_shape_))
@@ -296,35 +316,21 @@ class DeepClustering:
             torch.manual_seed(self.seed)
             generator = torch.Generator(device=self.device_).manual_seed(self.seed)
             x = torch.from_numpy(features).to(self.device_)
-            if self.pretraining == "contrastive":
-                self.network_ = ContrastiveNet(layout).to(self.device_)
-            elif self.architecture == "conv":
-                self.network_ = ConvAutoencoder(layout, self.filters, self.latent_dim).to(self.device_)
-            else:
-                self.network_ = DenseAutoencoder(self.n_features_in_, self.hidden, self.latent_dim).to(self.device_)
-            augment = RowAugmenter(layout, AffineAugment(), generator) if self.augment else None
-            acai = (ACAIRegularizer(self.network_, ACAIConfig(), lr=self.lr, generator=generator)
-                    if self.acai else None)
-            if pretrained is not None:
-                self._resume_pretrained(pretrained, features, generator)
-                timings["pretrain_seconds"] = self.pretrained_.seconds
-            else:
-                t0 = time.perf_counter()
-                if self.pretraining == "contrastive":
-                    self.history_ = pretrain_contrastive(self.network_, x, epochs=self.epochs,
-                                                         batch_size=self.batch_size, lr=self.lr, generator=generator,
-                                                         views=ContrastiveViews(hflip=0.5 if self.hflip else 0.0),
-                                                         progress=progress)
-                else:
-                    self.history_ = pretrain_autoencoder(self.network_, x, epochs=self.epochs,
-                                                         batch_size=self.batch_size, lr=self.lr, generator=generator,
-                                                         progress=progress, augment=augment, acai=acai)
-                timings["pretrain_seconds"] = time.perf_counter() - t0
-                if save_pretrained_to is not None:
-                    save_pretrained(save_pretrained_to, Pretrained(
-                        self._pretraining_options(), fingerprint(features), self.network_.state_dict(),
-                        generator.get_state(), torch.get_rng_state(), self.device_, self.history_,
-                        timings["pretrain_seconds"]))
+            self.network_, augment, seconds = self._pretrained_network(
+                self.seed, generator, x, features, layout, progress, load_from=loads[0], save_to=saves[0])
+            timings["pretrain_seconds"] = seconds
+            networks = [self.network_]
+            for i in range(1, self.pretrain_runs):
+                # Another network, pretrained exactly as a fit with its seed would be: its own
+                # generator and global random state, so the fit's own stream is left as it was.
+                with torch.random.fork_rng(devices=[]):
+                    member_seed = run_seed(self.seed, i)
+                    torch.manual_seed(member_seed)
+                    network, _, seconds = self._pretrained_network(
+                        member_seed, torch.Generator(device=self.device_).manual_seed(member_seed), x, features,
+                        layout, progress, load_from=loads[i], save_to=saves[i])
+                networks.append(network)
+                timings["pretrain_seconds"] += seconds
             # What ships: the encoder, plus the projection the head clusters in. The
             # fine-tuning methods work in the raw embedding, as published: DEC's Student-t
             # kernel on unit vectors (squared distances <= 4) never settled on MNIST (20-30%
@@ -332,8 +338,11 @@ class DeepClustering:
             # directions (cosine similarity), so its teacher reads them too.
             fine_tuning = self.method in FINE_TUNERS or self.method == "selflabel"
             directions = self.normalize and (not fine_tuning or self.pretraining == "contrastive")
-            self.embedder_ = (nn.Sequential(self.network_.encoder, L2Normalize())
-                              if directions else self.network_.encoder)
+
+            def embedder(network):
+                return nn.Sequential(network.encoder, L2Normalize()) if directions else network.encoder
+
+            self.embedder_ = embedder(self.network_)
 
             t0 = time.perf_counter()
             task = progress.add_task(f"cluster ({self.method})", total=1, info="")
@@ -342,14 +351,17 @@ class DeepClustering:
                 config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr, runs=self.teacher_runs,
                                                    gmm_inits=self._teacher_inits(),
                                                    epochs=selflabel.STUDENT_EPOCHS[self._student_kind()])
-                teacher = selflabel.teach(z, self.n_clusters, config, seed=self.seed, progress=progress)
+                embeddings = [z] + [embed(embedder(network), x).cpu().numpy() for network in networks[1:]]
+                del networks[1:]  # only the teacher reads them
+                teacher = selflabel.teach(embeddings, self.n_clusters, config, seed=self.seed, progress=progress)
                 # The student is built here, after pretraining, so that its initial weights come
                 # from the same random stream whether pretraining ran or was loaded.
                 self.embedder_ = (ConvEncoder(layout, self.filters, self.latent_dim).to(self.device_)
                                   if self._student_kind() == "conv" else self.network_.encoder)
                 centroids, labels, self.fine_tune_ = selflabel.fine_tune(
                     self.embedder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
-                self.fine_tune_.update(student=self._student_kind(), teacher_inits=self._teacher_inits())
+                self.fine_tune_.update(student=self._student_kind(), teacher_inits=self._teacher_inits(),
+                                       pretrain_runs=self.pretrain_runs)
                 if teacher.agreement is not None:
                     self.fine_tune_.update(teacher_runs=self.teacher_runs,
                                            unanimous=float((teacher.agreement == 1).mean()))
@@ -383,19 +395,62 @@ class DeepClustering:
         self._fit_sample, self._fit_sample_labels = X[idx], self.labels_[idx]
         return self
 
-    def _resume_pretrained(self, path, features: np.ndarray, generator: torch.Generator) -> None:
-        """Load a pretrained file into ``network_`` and the generators, as if pretraining had just run."""
-        self.pretrained_ = load_pretrained(path)
-        self.pretrained_.check_compatible(self._pretraining_options(), fingerprint(features), path)
-        try:
-            self.network_.load_state_dict(self.pretrained_.state)
-        except RuntimeError as e:  # same options yet other tensors: a file edited by hand or another version
-            reason = str(e).splitlines()[0]
-            raise DeepclustError(f"{path}: its weights do not fit this network ({reason})") from None
-        if self.pretrained_.device == self.device_:
-            generator.set_state(self.pretrained_.generator_state)
-        torch.set_rng_state(self.pretrained_.torch_rng_state)
-        self.history_ = self.pretrained_.history
+    def _new_network(self, layout: ImageLayout | None) -> nn.Module:
+        if self.pretraining == "contrastive":
+            return ContrastiveNet(layout).to(self.device_)
+        if self.architecture == "conv":
+            return ConvAutoencoder(layout, self.filters, self.latent_dim).to(self.device_)
+        return DenseAutoencoder(self.n_features_in_, self.hidden, self.latent_dim).to(self.device_)
+
+    def _pretrained_network(self, seed: int, generator: torch.Generator, x: torch.Tensor, features: np.ndarray,
+                            layout: ImageLayout | None, progress, *, load_from, save_to):
+        """A network built and pretrained from ``seed`` (torch's global generator seeded with it and
+        ``generator``), or loaded from ``load_from`` as if pretraining had just run; written to
+        ``save_to`` if given. Returns (network, the augmenter it used or None, seconds)."""
+        network = self._new_network(layout)
+        augment = RowAugmenter(layout, AffineAugment(), generator) if self.augment else None
+        acai = ACAIRegularizer(network, ACAIConfig(), lr=self.lr, generator=generator) if self.acai else None
+        options = self._pretraining_options(seed)
+        if load_from is not None:
+            pretrained = load_pretrained(load_from)
+            pretrained.check_compatible(options, fingerprint(features), load_from)
+            try:
+                network.load_state_dict(pretrained.state)
+            except RuntimeError as e:  # same options yet other tensors: a file edited by hand or another version
+                reason = str(e).splitlines()[0]
+                raise DeepclustError(f"{load_from}: its weights do not fit this network ({reason})") from None
+            if pretrained.device == self.device_:
+                generator.set_state(pretrained.generator_state)
+            torch.set_rng_state(pretrained.torch_rng_state)
+            if seed == self.seed:
+                self.history_ = pretrained.history
+            return network, augment, pretrained.seconds
+        t0 = time.perf_counter()
+        if self.pretraining == "contrastive":
+            history = pretrain_contrastive(network, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                           generator=generator,
+                                           views=ContrastiveViews(hflip=0.5 if self.hflip else 0.0), progress=progress)
+        else:
+            history = pretrain_autoencoder(network, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                           generator=generator, progress=progress, augment=augment, acai=acai)
+        seconds = time.perf_counter() - t0
+        if seed == self.seed:
+            self.history_ = history
+        if save_to is not None:
+            save_pretrained(save_to, Pretrained(options, fingerprint(features), network.state_dict(),
+                                                generator.get_state(), torch.get_rng_state(), self.device_, history,
+                                                seconds))
+        return network, augment, seconds
+
+    def _one_path_per_run(self, paths, name: str) -> list:
+        """``pretrained`` / ``save_pretrained_to`` as one entry (a path or None) per pretraining run."""
+        if paths is None:
+            return [None] * self.pretrain_runs
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if len(paths) != self.pretrain_runs:
+            raise DeepclustError(f"{name}: {len(paths)} file(s) for pretrain_runs={self.pretrain_runs}; give one per "
+                                 f"pretrained network, in order")
+        return paths
 
     def _teacher_inits(self) -> int:
         """selflabel's GMM initialisations per teacher run, with None resolved by the pretraining."""

@@ -19,7 +19,7 @@ The export is the usual one: encoder + centroids, labels = nearest centroid.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from deepclust.runtime.errors import DeepclustError
 from .dec import soft_assignment
 from .finetune import batch_indices, embed, nearest
 from .pretrain import make_adam
+from .seeds import run_seed
 
 
 # Passes over the kept rows, per student: a pretrained encoder only adjusts; a fresh conv
@@ -56,18 +57,25 @@ class Teacher:
     agreement: np.ndarray | None = None   # (n,) a consensus only: share of runs that agree
 
 
-def teach(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int, progress=None) -> Teacher:
-    """N2D on the embedding ``z`` (n, d): UMAP to k dimensions, then a full-covariance GMM;
-    ``config.runs`` > 1 repeats it with other UMAP and GMM seeds and teaches their consensus."""
-    task = progress.add_task("teacher (UMAP + GMM)", total=config.runs, info="") if progress else None
+def teach(embeddings: np.ndarray | Sequence[np.ndarray], k: int, config: SelfLabelConfig, *, seed: int,
+          progress=None) -> Teacher:
+    """N2D on an embedding (n, d): UMAP to k dimensions, then a full-covariance GMM.
+
+    ``embeddings`` is one embedding or several of the same rows (one per pretrained network);
+    ``config.runs`` runs on each, with other UMAP and GMM seeds. More than one run in all:
+    their consensus teaches. Networks pretrained from other seeds err on different rows more
+    than UMAP runs on one network do (README results), so their consensus is the better teacher.
+    """
+    if isinstance(embeddings, np.ndarray):
+        embeddings = [embeddings]
+    task = progress.add_task("teacher (UMAP + GMM)", total=config.runs * len(embeddings), info="") if progress else None
     runs = []
-    for r in range(config.runs):
-        # Run 0 uses the fit's seed, so that one run is the plain N2D teacher; the others draw
-        # theirs from it, so that neighbouring fit seeds do not share runs.
-        run_seed = seed if r == 0 else int(np.random.SeedSequence([seed, r]).generate_state(1)[0] % 2**31)
-        runs.append(_n2d(z, k, config, seed=run_seed))
-        if task is not None:
-            progress.advance(task)
+    for z in embeddings:
+        for _ in range(config.runs):
+            # Run 0 uses the fit's seed, so that one run is the plain N2D teacher.
+            runs.append(_n2d(z, k, config, seed=run_seed(seed, len(runs))))
+            if task is not None:
+                progress.advance(task)
     if len(runs) == 1:
         return runs[0]
     return consensus([t.labels for t in runs], k, seed=seed)

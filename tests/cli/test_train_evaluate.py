@@ -124,7 +124,8 @@ def test_train_help_describes_the_architecture_and_training_options():
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
                    "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
                    "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--teacher-runs", "consensus",
-                   "--teacher-inits", "the most likely fit teaches", "30 with --pretrain contrastive"):
+                   "--teacher-inits", "the most likely fit teaches", "30 with --pretrain contrastive",
+                   "--pretrain-runs", "networks to pretrain, each from its own seed", "give it N times"):
         assert phrase in text, phrase
 
 
@@ -140,6 +141,17 @@ def test_train_with_contrastive_pretraining_writes_a_bundle_and_refuses_dec(tmp_
     r = runner.invoke(app, [*common, "--out", str(tmp_path / "c"), "--method", "dec"])
     assert r.exit_code == 1 and "method='dec' fine-tunes an autoencoder" in " ".join(r.output.split())
     assert not (tmp_path / "c").exists()
+
+
+def test_pretrain_runs_need_selflabel_and_one_file_per_network(tmp_path):
+    common = ["train", "--data", "digits", "--pretrain-runs", "2", "--out", str(tmp_path / "b")]
+    r = runner.invoke(app, [*common, "--method", "kmeans"])
+    assert r.exit_code == 1 and "--pretrain-runs applies to --method selflabel" in " ".join(r.output.split())
+    r = runner.invoke(app, [*common, "--save-pretrained", str(tmp_path / "one.npz")])
+    assert r.exit_code == 1
+    assert "--save-pretrained given 1 time(s) for --pretrain-runs 2: give one file per pretrained network" in " ".join(
+        r.output.split())
+    assert not (tmp_path / "b").exists() and not (tmp_path / "one.npz").exists()
 
 
 def test_student_without_selflabel_is_refused(tmp_path):

@@ -142,3 +142,35 @@ def test_contrastive_options_are_checked():
         small(pretraining="simclr").fit(x)
     with pytest.raises(DeepclustError, match=r"pretraining='contrastive' needs image samples .* got sample shape \(64,\)"):
         small().fit(x.reshape(300, 64))
+
+
+def test_pretrain_runs_pretrain_each_network_as_its_own_fit_would_and_all_teach(tmp_path, monkeypatch):
+    import deepclust.trainer.selflabel as selflabel
+    from deepclust.trainer.checkpoint import load_pretrained
+    from deepclust.trainer.seeds import run_seed
+
+    x, y = blobs()
+    taught = []
+    plain = selflabel.teach
+
+    def recording(embeddings, k, config, *, seed, progress=None):
+        taught.append(len(embeddings))
+        return plain(embeddings, k, config, seed=seed, progress=progress)
+
+    monkeypatch.setattr(selflabel, "teach", recording)
+    files = [tmp_path / "first.npz", tmp_path / "second.npz"]
+    ensemble = small(method="selflabel", filters=(4, 8, 8), pretrain_runs=2).fit(x, y, save_pretrained_to=files)
+    assert taught == [2] and ensemble.fine_tune_["pretrain_runs"] == 2
+    # Each file is the network that a one-network fit with that seed pretrains.
+    for path, seed in zip(files, [0, run_seed(0, 1)]):
+        small(seed=seed).fit(x, save_pretrained_to=tmp_path / "alone.npz")
+        alone, member = load_pretrained(tmp_path / "alone.npz"), load_pretrained(path)
+        assert member.options == alone.options and member.options["seed"] == seed
+        assert all(torch.equal(member.state[name], alone.state[name]) for name in alone.state)
+    # Starting from the files gives the same model as pretraining both again.
+    resumed = small(method="selflabel", filters=(4, 8, 8), pretrain_runs=2).fit(x, y, pretrained=files)
+    np.testing.assert_array_equal(resumed.labels_, ensemble.labels_)
+    with pytest.raises(DeepclustError, match=r"pretrained: 1 file\(s\) for pretrain_runs=2"):
+        small(method="selflabel", pretrain_runs=2).fit(x, y, pretrained=files[0])
+    with pytest.raises(DeepclustError, match=r"pretrain_runs=2 applies to method='selflabel' only"):
+        small(method="kmeans", pretrain_runs=2).fit(x)

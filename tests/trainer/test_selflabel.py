@@ -9,7 +9,8 @@ pytest.importorskip("umap")
 from deepclust.runtime.errors import DeepclustError  # noqa: E402
 from deepclust.trainer.autoencoder import DenseAutoencoder  # noqa: E402
 from deepclust.trainer.metrics import cluster_accuracy  # noqa: E402
-from deepclust.trainer.selflabel import SelfLabelConfig, Teacher, fine_tune, mixture, teach  # noqa: E402
+from deepclust.trainer.seeds import run_seed  # noqa: E402
+from deepclust.trainer.selflabel import SelfLabelConfig, Teacher, consensus, fine_tune, mixture, teach  # noqa: E402
 
 
 def rings(n=600, seed=0):
@@ -146,3 +147,27 @@ def test_each_teacher_run_uses_the_configured_gmm_inits(monkeypatch):
     monkeypatch.setattr(selflabel, "mixture", recording)
     teach(z, 2, SelfLabelConfig(runs=2, gmm_inits=3), seed=0)
     assert calls == [3, 3]
+
+
+def test_a_teacher_of_several_embeddings_runs_on_each_and_teaches_the_consensus_of_all(monkeypatch):
+    import deepclust.trainer.selflabel as selflabel
+
+    z, y = rings()
+    mirrored = -z          # another network's embedding of the same rows
+    calls = []
+    plain = selflabel._n2d
+
+    def recording(z, k, config, *, seed):
+        calls.append((z, seed))
+        return plain(z, k, config, seed=seed)
+
+    monkeypatch.setattr(selflabel, "_n2d", recording)
+    both = teach([z, mirrored], 2, SelfLabelConfig(runs=2), seed=5)
+    assert [e is z for e, _ in calls] == [True, True, False, False]        # runs on each embedding
+    assert [s for _, s in calls] == [run_seed(5, i) for i in range(4)]     # every run its own seed
+    assert both.agreement.shape == (len(z),)
+    runs = [plain(e, 2, SelfLabelConfig(), seed=s).labels for e, s in calls]
+    np.testing.assert_array_equal(both.labels, consensus(runs, 2, seed=5).labels)
+    # one embedding in a list is the same teacher as the embedding alone
+    np.testing.assert_array_equal(teach([z], 2, SelfLabelConfig(), seed=5).labels,
+                                  teach(z, 2, SelfLabelConfig(), seed=5).labels)
