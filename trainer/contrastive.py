@@ -10,8 +10,10 @@ The same teacher on its 128-d features scores 0.65-0.67 on Fashion-MNIST for six
 of one 30-epoch pretraining, 0.57-0.68 (mean 0.63) over five runs on another: better on average,
 as unsteady. With the likeliest of 30 GMM fits (``selflabel.mixture``, what the estimator does
 after this pretraining) that second encoder teaches at 0.67-0.68 for every UMAP seed tried, but a
-third pretraining seed's teacher scores 0.60: the spread moves to the pretraining seed. The
-benchmark's rows are in the README.
+third pretraining seed's teacher scores 0.60, and one encoder's teacher moves as far (0.67 /
+0.60) when its features change at float precision (computed in other chunk sizes). Encoders
+pretrained from different seeds err on different rows, so the consensus of their teachers
+(``pretrain_runs``) is the steadier one. The benchmark's rows are in the README.
 
 ``ContrastiveNet.encoder`` is what the teacher, or a k-means/GMM head, clusters; it takes
 flat rows like every encoder here, so it exports to ONNX the same way.
