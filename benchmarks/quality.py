@@ -164,8 +164,9 @@ def _pretrain_alone(data: str, seed: int, options: list[str], path: Path, data_d
         raise SystemExit("a configuration with --pretrain-runs must name its --method")
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "deepclust.cli", "train", "--data", data, "--out", f"{tmp}/b", "--seed",
-                str(seed), *kept, "--method", "kmeans", "--no-int8", "--json", "--save-pretrained", str(path)]
-        proc = subprocess.run(argv + (["--data-dir", data_dir] if data_dir else []), capture_output=True, text=True)
+                str(seed), *kept, "--method", "kmeans", "--no-int8", "--json", "--save-pretrained", str(path),
+                *(["--data-dir", data_dir] if data_dir else [])]
+        proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)}: {proc.stderr.strip()}")
     print(f"{data}: pretrained the network of seed {seed} to {path}", flush=True)

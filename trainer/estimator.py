@@ -316,8 +316,10 @@ class DeepClustering:
             torch.manual_seed(self.seed)
             generator = torch.Generator(device=self.device_).manual_seed(self.seed)
             x = torch.from_numpy(features).to(self.device_)
-            self.network_, augment, seconds = self._pretrained_network(
-                self.seed, generator, x, features, layout, progress, load_from=loads[0], save_to=saves[0])
+            # The data's fingerprint goes into every file written or checked: hash it once.
+            data_sha256 = fingerprint(features) if pretrained is not None or save_pretrained_to is not None else None
+            self.network_, augment, self.history_, seconds = self._pretrained_network(
+                self.seed, generator, x, data_sha256, layout, progress, load_from=loads[0], save_to=saves[0])
             timings["pretrain_seconds"] = seconds
             networks = [self.network_]
             for i in range(1, self.pretrain_runs):
@@ -326,8 +328,8 @@ class DeepClustering:
                 with torch.random.fork_rng(devices=[]):
                     member_seed = run_seed(self.seed, i)
                     torch.manual_seed(member_seed)
-                    network, _, seconds = self._pretrained_network(
-                        member_seed, torch.Generator(device=self.device_).manual_seed(member_seed), x, features,
+                    network, _, _, seconds = self._pretrained_network(
+                        member_seed, torch.Generator(device=self.device_).manual_seed(member_seed), x, data_sha256,
                         layout, progress, load_from=loads[i], save_to=saves[i])
                 networks.append(network)
                 timings["pretrain_seconds"] += seconds
@@ -402,18 +404,19 @@ class DeepClustering:
             return ConvAutoencoder(layout, self.filters, self.latent_dim).to(self.device_)
         return DenseAutoencoder(self.n_features_in_, self.hidden, self.latent_dim).to(self.device_)
 
-    def _pretrained_network(self, seed: int, generator: torch.Generator, x: torch.Tensor, features: np.ndarray,
+    def _pretrained_network(self, seed: int, generator: torch.Generator, x: torch.Tensor, data_sha256: str | None,
                             layout: ImageLayout | None, progress, *, load_from, save_to):
         """A network built and pretrained from ``seed`` (torch's global generator seeded with it and
         ``generator``), or loaded from ``load_from`` as if pretraining had just run; written to
-        ``save_to`` if given. Returns (network, the augmenter it used or None, seconds)."""
+        ``save_to`` if given (``data_sha256``: the rows' fingerprint, needed for either).
+        Returns (network, the augmenter it used or None, its history, seconds)."""
         network = self._new_network(layout)
         augment = RowAugmenter(layout, AffineAugment(), generator) if self.augment else None
         acai = ACAIRegularizer(network, ACAIConfig(), lr=self.lr, generator=generator) if self.acai else None
         options = self._pretraining_options(seed)
         if load_from is not None:
             pretrained = load_pretrained(load_from)
-            pretrained.check_compatible(options, fingerprint(features), load_from)
+            pretrained.check_compatible(options, data_sha256, load_from)
             try:
                 network.load_state_dict(pretrained.state)
             except RuntimeError as e:  # same options yet other tensors: a file edited by hand or another version
@@ -422,9 +425,7 @@ class DeepClustering:
             if pretrained.device == self.device_:
                 generator.set_state(pretrained.generator_state)
             torch.set_rng_state(pretrained.torch_rng_state)
-            if seed == self.seed:
-                self.history_ = pretrained.history
-            return network, augment, pretrained.seconds
+            return network, augment, pretrained.history, pretrained.seconds
         t0 = time.perf_counter()
         if self.pretraining == "contrastive":
             history = pretrain_contrastive(network, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
@@ -434,13 +435,11 @@ class DeepClustering:
             history = pretrain_autoencoder(network, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                            generator=generator, progress=progress, augment=augment, acai=acai)
         seconds = time.perf_counter() - t0
-        if seed == self.seed:
-            self.history_ = history
         if save_to is not None:
-            save_pretrained(save_to, Pretrained(options, fingerprint(features), network.state_dict(),
+            save_pretrained(save_to, Pretrained(options, data_sha256, network.state_dict(),
                                                 generator.get_state(), torch.get_rng_state(), self.device_, history,
                                                 seconds))
-        return network, augment, seconds
+        return network, augment, history, seconds
 
     def _one_path_per_run(self, paths, name: str) -> list:
         """``pretrained`` / ``save_pretrained_to`` as one entry (a path or None) per pretraining run."""
