@@ -11,6 +11,7 @@ import os
 import time
 from typing import Sequence
 
+import joblib
 import numpy as np
 import torch
 
@@ -352,7 +353,8 @@ class DeepClustering:
             if self.method == "selflabel":
                 config = selflabel.SelfLabelConfig(batch_size=self.batch_size, lr=self.lr, runs=self.teacher_runs,
                                                    gmm_inits=self._teacher_inits(),
-                                                   epochs=selflabel.STUDENT_EPOCHS[self._student_kind()])
+                                                   epochs=selflabel.STUDENT_EPOCHS[self._student_kind()],
+                                                   jobs=joblib.cpu_count())
                 embeddings = [z] + [embed(embedder(network), x).cpu().numpy() for network in networks[1:]]
                 del networks[1:]  # only the teacher reads them
                 teacher = selflabel.teach(embeddings, self.n_clusters, config, seed=self.seed, progress=progress)

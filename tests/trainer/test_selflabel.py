@@ -171,3 +171,47 @@ def test_a_teacher_of_several_embeddings_runs_on_each_and_teaches_the_consensus_
     # one embedding in a list is the same teacher as the embedding alone
     np.testing.assert_array_equal(teach([z], 2, SelfLabelConfig(), seed=5).labels,
                                   teach(z, 2, SelfLabelConfig(), seed=5).labels)
+
+
+def test_teacher_runs_in_several_processes_equal_the_runs_in_one():
+    """Runs shared out over processes (``jobs``) give each run's teacher, bit for bit and in
+    order: the consensus a fit teaches does not depend on how many cores it had."""
+    from deepclust.trainer.selflabel import _run_all
+
+    z, _ = rings()
+    jobs = [(z, 5), (-z, 6), (z[:, ::-1].copy(), 7)]
+    one = list(_run_all(jobs, 2, SelfLabelConfig(jobs=1)))
+    shared = list(_run_all(jobs, 2, SelfLabelConfig(jobs=3)))
+    assert len(shared) == 3
+    for a, b in zip(one, shared):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.confidence, b.confidence)
+    # the runs differ, so a mix-up of their order would show
+    assert not np.array_equal(one[0].confidence, one[1].confidence)
+    np.testing.assert_array_equal(teach([z, -z], 2, SelfLabelConfig(runs=2, jobs=4), seed=5).labels,
+                                  teach([z, -z], 2, SelfLabelConfig(runs=2), seed=5).labels)
+
+
+def test_a_teacher_run_pins_one_thread_and_gives_the_process_its_threads_back(monkeypatch):
+    """A seeded UMAP's output still moves with the thread count (Fashion-MNIST: by up to 10
+    between one numba + BLAS thread and two), so each run uses one of each, in whatever
+    process it runs, and the caller's thread count is left as it was."""
+    import numba
+    import umap
+    from threadpoolctl import threadpool_info
+
+    import deepclust.trainer.selflabel as selflabel
+
+    seen = []
+    fit = umap.UMAP.fit_transform
+
+    def recording(self, X, *args, **kwargs):
+        seen.append((numba.get_num_threads(), {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+        return fit(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(umap.UMAP, "fit_transform", recording)
+    before = numba.get_num_threads()
+    z, _ = rings()
+    selflabel._n2d(z, 2, SelfLabelConfig(), seed=0)
+    assert seen == [(1, {1})]
+    assert numba.get_num_threads() == before
