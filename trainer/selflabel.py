@@ -134,9 +134,9 @@ def _n2d(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teache
     import numba
     from threadpoolctl import threadpool_limits
 
-    # A fixed random_state makes UMAP deterministic for a thread count, not across them: its
-    # nearest-neighbour search runs numba threads, and on Fashion-MNIST one thread against two
-    # moved UMAP's output by up to 10 and changed the teacher. One numba and one BLAS thread
+    # A fixed random_state makes UMAP deterministic for a thread count, not across them: on
+    # Fashion-MNIST one numba + one BLAS thread against two of each moved UMAP's output by up
+    # to 10 and changed the teacher (which of the two, not isolated). One numba and one BLAS thread
     # make a run's teacher the same in any process (``_run_all``) and on any number of cores;
     # seeded UMAP is single-threaded in most of its work anyway (one run + 30 GMM fits on
     # 70,000 rows: 148 s pinned, beside another run, against 143 s unpinned, alone).
