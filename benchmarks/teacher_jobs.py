@@ -45,8 +45,7 @@ def main() -> None:
     from deepclust.trainer.datasets import load_dataset
     from deepclust.trainer.estimator import DeepClustering
     from deepclust.trainer.metrics import cluster_accuracy
-    from deepclust.trainer.seeds import run_seed
-    from deepclust.trainer.selflabel import SelfLabelConfig, _run_all
+    from deepclust.trainer.selflabel import SelfLabelConfig, _run_all, seeded_runs
 
     ds = load_dataset(args.data, data_dir=args.data_dir)
     embeddings, seed = [], None
@@ -60,7 +59,7 @@ def main() -> None:
                                **{k: v for k, v in options.items() if k in ESTIMATOR_OPTIONS + ("filters", "hidden")})
         model.fit(ds.x, preprocessing=ds.preprocessing, pretrained=path)
         embeddings.append(model.transform(ds.x))
-    jobs = [(z, run_seed(seed, i * args.runs + j)) for i, z in enumerate(embeddings) for j in range(args.runs)]
+    jobs = seeded_runs(embeddings, args.runs, seed)
 
     timings, teachers = {}, {}
     for n_jobs in (1, args.jobs):

@@ -69,8 +69,7 @@ def teach(embeddings: np.ndarray | Sequence[np.ndarray], k: int, config: SelfLab
     """
     if isinstance(embeddings, np.ndarray):
         embeddings = [embeddings]
-    # Run 0 uses the fit's seed, so that one run is the plain N2D teacher.
-    jobs = [(z, run_seed(seed, i * config.runs + j)) for i, z in enumerate(embeddings) for j in range(config.runs)]
+    jobs = seeded_runs(embeddings, config.runs, seed)
     task = progress.add_task("teacher (UMAP + GMM)", total=len(jobs), info="") if progress else None
     runs = []
     for teacher in _run_all(jobs, k, config):
@@ -80,6 +79,12 @@ def teach(embeddings: np.ndarray | Sequence[np.ndarray], k: int, config: SelfLab
     if len(runs) == 1:
         return runs[0]
     return consensus([t.labels for t in runs], k, seed=seed)
+
+
+def seeded_runs(embeddings: Sequence[np.ndarray], runs: int, seed: int) -> list[tuple[np.ndarray, int]]:
+    """(embedding, seed) of every teacher run: ``runs`` on each embedding, in order. Run 0
+    uses the fit's seed, so that one run is the plain N2D teacher."""
+    return [(z, run_seed(seed, i)) for i, z in enumerate(z for z in embeddings for _ in range(runs))]
 
 
 def _run_all(jobs: list[tuple[np.ndarray, int]], k: int, config: SelfLabelConfig):
@@ -137,9 +142,9 @@ def _n2d(z: np.ndarray, k: int, config: SelfLabelConfig, *, seed: int) -> Teache
     # A fixed random_state makes UMAP deterministic for a thread count, not across them: on
     # Fashion-MNIST one numba + one BLAS thread against two of each moved UMAP's output by up
     # to 10 and changed the teacher (which of the two, not isolated). One numba and one BLAS thread
-    # make a run's teacher the same in any process (``_run_all``) and on any number of cores;
-    # seeded UMAP is single-threaded in most of its work anyway (one run + 30 GMM fits on
-    # 70,000 rows: 148 s pinned, beside another run, against 143 s unpinned, alone).
+    # make a run's teacher the same in any process (``_run_all``) and on any number of cores,
+    # and cost nothing measured (two runs on 70,000 rows in one process: 216 s pinned, 270 s
+    # not; benchmarks/teacher_jobs.py).
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
