@@ -198,6 +198,10 @@ def train(
                     "runs --teacher-runs times on each network's embedding and teaches the consensus of all; "
                     "networks from other seeds make different mistakes, so it teaches better, at N times the "
                     "pretraining. Only the first network goes on to the student (README, Results).")] = 1,
+    student_ema: Annotated[float, typer.Option(
+        min=0, help="selflabel: ship a moving average of the student's weights and centroids instead of its last "
+                    "ones, which move by a few tenths of a point of ACC from epoch to epoch; the average's "
+                    "weight halves every this many epochs. 0 (default): the last weights.")] = 0.0,
     pretrain: Annotated[Pretraining, typer.Option(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
@@ -288,10 +292,13 @@ def train(
         raise DeepclustError("--teacher-inits applies to --method selflabel (or auto on image data) only")
     if pretrain_runs != 1 and method is not Method.selflabel:
         raise DeepclustError("--pretrain-runs applies to --method selflabel (or auto on image data) only")
+    if student_ema and method is not Method.selflabel:
+        raise DeepclustError("--student-ema applies to --method selflabel (or auto on image data) only")
     if student is not Student.auto and method is not Method.selflabel:
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
     model = DeepClustering(k, method=method.value, student=student.value, teacher_runs=teacher_runs,
-                           teacher_inits=teacher_inits, pretrain_runs=pretrain_runs, pretraining=pretrain.value,
+                           teacher_inits=teacher_inits, pretrain_runs=pretrain_runs, student_ema=student_ema,
+                           pretraining=pretrain.value,
                            hflip=hflip,
                            latent_dim=latent_dim, architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),

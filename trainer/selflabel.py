@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from deepclust.runtime.errors import DeepclustError
 
@@ -49,6 +50,7 @@ class SelfLabelConfig:
     batch_size: int = 256
     lr: float = 1e-3
     jobs: int = 1               # teacher runs at once, each in its own process (``_run_all``)
+    ema_half_life: float = 0.0  # epochs; > 0: what ships is a moving average of the student (``fine_tune``)
 
 
 @dataclass
@@ -174,6 +176,15 @@ def mixture(u: np.ndarray, k: int, *, inits: int, seed: int) -> Teacher:
     return Teacher(posterior.argmax(axis=1).astype(np.int64), posterior.max(axis=1))
 
 
+class _Student(nn.Module):
+    """Encoder and centroids as one module, so that one moving average covers both."""
+
+    def __init__(self, encoder: nn.Module, centroids: torch.Tensor):
+        super().__init__()
+        self.encoder = encoder
+        self.centroids = nn.Parameter(centroids)
+
+
 def fine_tune(encoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: SelfLabelConfig,
               *, generator: torch.Generator, progress=None,
               augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -181,8 +192,12 @@ def fine_tune(encoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: Sel
 
     The encoder may be the one whose embedding taught the teacher or a fresh network (the
     ``student`` option); either way the centroids start at the per-label means of its
-    embedding of the kept rows. Returns (centroids (k, d) float32, labels (n,) of the final
-    model, {"kept", "epochs", "teacher_agreement"}).
+    embedding of the kept rows. With ``ema_half_life`` the encoder ends with an exponential
+    moving average of its weights and the centroids' over the training steps (weight halving
+    every that many epochs): the last weights move by a few tenths of a point of ACC from one
+    epoch to the next, their average less (benchmarks/FINDINGS.md). Returns (centroids (k, d)
+    float32, labels (n,) of the final model, {"kept", "epochs", "teacher_agreement"}, plus
+    "unaveraged_labels" (n,) of the last weights when averaged).
     """
     keep = np.flatnonzero(teacher.confidence >= config.confidence)
     k = int(teacher.labels.max()) + 1
@@ -193,9 +208,13 @@ def fine_tune(encoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: Sel
     kept = torch.as_tensor(keep, device=x.device)
     targets = torch.as_tensor(teacher.labels, device=x.device)
     z = embed(encoder, x)
-    mu = nn.Parameter(torch.stack([z[kept[targets[kept] == j]].mean(dim=0) for j in range(k)]))
-    opt = make_adam(list(encoder.parameters()) + [mu], config.lr)
+    model = _Student(encoder, torch.stack([z[kept[targets[kept] == j]].mean(dim=0) for j in range(k)]))
+    opt = make_adam(model.parameters(), config.lr)
     steps = max(1, len(keep) // config.batch_size)
+    average = None
+    if config.ema_half_life > 0:
+        decay = 0.5 ** (1 / (config.ema_half_life * steps))
+        average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     task = progress.add_task("self-label", total=config.epochs * steps, info="") if progress else None
     batches = batch_indices(len(keep), config.batch_size, generator, x.device)
     encoder.train()
@@ -204,18 +223,24 @@ def fine_tune(encoder: nn.Module, x: torch.Tensor, teacher: Teacher, config: Sel
         for _ in range(steps):
             idx = kept[next(batches)]
             xb = x[idx] if augment is None else augment(x[idx])
-            q = soft_assignment(encoder(xb), mu)
+            q = soft_assignment(encoder(xb), model.centroids)
             loss = -torch.log(q.gather(1, targets[idx, None]).clamp_min(1e-12)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update_parameters(model)
             total += loss.detach()
             if task is not None:
                 progress.advance(task)
         if task is not None:
             progress.update(task, info=f"epoch {epoch + 1}/{config.epochs} loss {float(total) / steps:.4f}")
     encoder.eval()
-    labels = nearest(embed(encoder, x), mu.detach()).cpu().numpy()
-    return mu.detach().cpu().numpy().astype(np.float32), labels, {
-        "kept": len(keep) / len(x), "epochs": config.epochs,
-        "teacher_agreement": float((labels == teacher.labels).mean())}
+    info = {"kept": len(keep) / len(x), "epochs": config.epochs}
+    if average is not None:
+        info["unaveraged_labels"] = nearest(embed(encoder, x), model.centroids.detach()).cpu().numpy()
+        model.load_state_dict(average.module.state_dict())
+        info["ema_half_life"] = config.ema_half_life
+    labels = nearest(embed(encoder, x), model.centroids.detach()).cpu().numpy()
+    info["teacher_agreement"] = float((labels == teacher.labels).mean())
+    return model.centroids.detach().cpu().numpy().astype(np.float32), labels, info

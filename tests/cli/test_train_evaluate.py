@@ -125,7 +125,8 @@ def test_train_help_describes_the_architecture_and_training_options():
                    "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
                    "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--teacher-runs", "consensus",
                    "--teacher-inits", "the most likely fit teaches", "30 with --pretrain contrastive",
-                   "--pretrain-runs", "networks to pretrain, each from its own seed", "give it N times"):
+                   "--pretrain-runs", "networks to pretrain, each from its own seed", "give it N times",
+                   "--student-ema", "moving average of the student's weights"):
         assert phrase in text, phrase
 
 
@@ -158,6 +159,10 @@ def test_student_without_selflabel_is_refused(tmp_path):
     r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "b"), "--method", "kmeans",
                             "--student", "conv"])
     assert r.exit_code == 1 and "--student conv applies to --method selflabel" in " ".join(r.output.split())
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "b"), "--method", "kmeans",
+                            "--student-ema", "2"])
+    assert r.exit_code == 1 and "--student-ema applies to --method selflabel" in " ".join(r.output.split())
+    assert not (tmp_path / "b").exists()
     assert not (tmp_path / "b").exists()
 
 

@@ -120,6 +120,20 @@ def test_teacher_inits_is_for_selflabel_and_recorded():
         small(method="selflabel", teacher_inits=0).fit(x, y)
 
 
+def test_student_ema_is_for_selflabel_ships_the_average_and_scores_the_last_weights_beside_it(tmp_path):
+    x, y = blobs()
+    m = small(method="selflabel", student_ema=0.5, epochs=2).fit(x, y)
+    assert 0 <= m.fine_tune_["unaveraged_acc"] <= 1 and m.fine_tune_["ema_half_life"] == 0.5
+    assert m.get_params()["student_ema"] == 0.5
+    assert np.mean(Assigner.load(m.save(tmp_path / "b"), precision="fp32").assign(x).labels == m.labels_) >= 0.999
+    plain = small(method="selflabel", epochs=2).fit(x, y).fine_tune_
+    assert "unaveraged_acc" not in plain and "ema_half_life" not in plain
+    with pytest.raises(DeepclustError, match=r"student_ema=0.5 applies to method='selflabel' only, not 'kmeans'"):
+        small(student_ema=0.5).fit(x, y)
+    with pytest.raises(DeepclustError, match=r"student_ema=-1 should be a number of epochs >= 0"):
+        small(method="selflabel", student_ema=-1).fit(x, y)
+
+
 def test_augment_needs_image_shaped_data():
     with pytest.raises(DeepclustError, match=r"augment=True needs image samples .* got sample shape \(20,\)"):
         small(augment=True).fit(blobs()[0])

@@ -44,7 +44,7 @@ def blobs(n=300, d=12, k=3, seed=0):
 def student(x, teacher, **config):
     torch.manual_seed(0)
     ae = DenseAutoencoder(x.shape[1], (32,), 3)
-    options = dict(epochs=30, batch_size=32, lr=3e-3, **config)
+    options = {"epochs": 30, "batch_size": 32, "lr": 3e-3, **config}
     x = torch.from_numpy(x)
     return fine_tune(ae.encoder, x, teacher, SelfLabelConfig(**options), generator=torch.Generator().manual_seed(0))
 
@@ -215,3 +215,43 @@ def test_a_teacher_run_pins_one_thread_and_gives_the_process_its_threads_back(mo
     selflabel._n2d(z, 2, SelfLabelConfig(), seed=0)
     assert seen == [(1, {1})]
     assert numba.get_num_threads() == before
+
+
+def test_a_student_with_ema_ships_the_moving_average_of_its_weights_and_centroids(monkeypatch):
+    from deepclust.trainer import selflabel
+
+    x, y = blobs()
+    teacher = Teacher(y, np.ones(len(y)))
+    trajectory = []  # centroids and encoder weights after each step of the unaveraged fit
+
+    def recording_adam(params, lr):
+        params = list(params)
+        opt = torch.optim.Adam(params, lr=lr)
+        opt.register_step_post_hook(lambda *_: trajectory.append([p.detach().clone() for p in params]))
+        return opt
+
+    monkeypatch.setattr(selflabel, "make_adam", recording_adam)
+    _, last_labels, _ = student(x, teacher, epochs=3)
+    steps = len(trajectory) // 3
+    half_life = 0.5  # epochs: the weights of each step weigh half as much after half an epoch
+    monkeypatch.setattr(selflabel, "make_adam", lambda params, lr: torch.optim.Adam(list(params), lr=lr))
+    torch.manual_seed(0)
+    encoder = DenseAutoencoder(x.shape[1], (32,), 3).encoder
+    config = SelfLabelConfig(epochs=3, batch_size=32, lr=3e-3, ema_half_life=half_life)
+    centroids, labels, info = fine_tune(encoder, torch.from_numpy(x), teacher, config,
+                                        generator=torch.Generator().manual_seed(0))
+
+    decay = 0.5 ** (1 / (half_life * steps))
+    average = trajectory[0]
+    for weights in trajectory[1:]:
+        average = [decay * a + (1 - decay) * w for a, w in zip(average, weights)]
+    torch.testing.assert_close(torch.from_numpy(centroids), average[0])
+    for shipped, expected in zip(encoder.parameters(), average[1:], strict=True):
+        torch.testing.assert_close(shipped.detach(), expected)
+    assert not torch.allclose(average[0], trajectory[-1][0])  # the average is not the last weights
+    # the labels are the shipped model's (what the bundle will assign); the last weights' are kept beside
+    with torch.no_grad():
+        z = encoder(torch.from_numpy(x))
+    np.testing.assert_array_equal(labels, torch.cdist(z, torch.from_numpy(centroids)).argmin(dim=1).numpy())
+    np.testing.assert_array_equal(info["unaveraged_labels"], last_labels)
+    assert info["teacher_agreement"] == pytest.approx((labels == y).mean())
