@@ -201,7 +201,8 @@ def train(
     student_ema: Annotated[float, typer.Option(
         min=0, help="selflabel: ship a moving average of the student's weights and centroids instead of its last "
                     "ones, which move by a few tenths of a point of ACC from epoch to epoch; the average's "
-                    "weight halves every this many epochs. 0 (default): the last weights.")] = 0.0,
+                    "weight halves every this many epochs. 0 (default): the last weights; the average measured "
+                    "no better (README, Results).")] = 0.0,
     pretrain: Annotated[Pretraining, typer.Option(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
