@@ -299,8 +299,7 @@ def train(
         raise DeepclustError(f"--student {student.value} applies to --method selflabel (or auto on image data) only")
     model = DeepClustering(k, method=method.value, student=student.value, teacher_runs=teacher_runs,
                            teacher_inits=teacher_inits, pretrain_runs=pretrain_runs, student_ema=student_ema,
-                           pretraining=pretrain.value,
-                           hflip=hflip,
+                           pretraining=pretrain.value, hflip=hflip,
                            latent_dim=latent_dim, architecture=architecture.value,
                            hidden=_parse_widths(hidden, "--hidden", "500,500,2000"),
                            filters=_parse_widths(filters, "--filters", "32,64,128"), augment=bool(augment), acai=acai,

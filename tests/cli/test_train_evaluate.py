@@ -163,7 +163,6 @@ def test_student_without_selflabel_is_refused(tmp_path):
                             "--student-ema", "2"])
     assert r.exit_code == 1 and "--student-ema applies to --method selflabel" in " ".join(r.output.split())
     assert not (tmp_path / "b").exists()
-    assert not (tmp_path / "b").exists()
 
 
 def test_default_method_is_the_recommended_one_for_images_and_kmeans_for_tables(tmp_path, data):
