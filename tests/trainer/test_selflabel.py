@@ -96,6 +96,36 @@ def test_consensus_recovers_the_partition_that_each_run_gets_partly_wrong():
     assert (teacher.confidence == 1).all()
 
 
+def test_consensus_finds_the_lowest_inertia_partition_that_ten_starts_can_miss():
+    # Six runs of 1,000 rows, each merging three pairs of clusters, splitting three others at
+    # random and relabelling 20% of rows at random: their one-hot rows have local optima, and
+    # k-means with 10 starts (seed 0, as the consensus of a seed-0 fit used) stops in one.
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(3)
+    truth = np.repeat(np.arange(10), 100)
+    runs = []
+    for _ in range(6):
+        p = truth.copy()
+        for _ in range(3):
+            a, b = rng.choice(10, 2, replace=False)
+            p[p == b] = a
+            c = rng.choice([j for j in range(10) if j not in (a, b)])
+            rows = np.flatnonzero(p == c)
+            p[rows[rng.random(len(rows)) < 0.5]] = b
+        noise = rng.random(len(p)) < 0.2
+        p[noise] = rng.integers(0, 10, noise.sum())
+        runs.append(p)
+    onehots = np.concatenate([np.eye(10)[p] for p in runs], axis=1)
+
+    def inertia(labels):
+        return sum(((onehots[labels == j] - onehots[labels == j].mean(axis=0)) ** 2).sum() for j in np.unique(labels))
+
+    ten_starts = [inertia(KMeans(10, n_init=10, random_state=s).fit_predict(onehots)) for s in range(10)]
+    assert ten_starts[0] > min(ten_starts) + 1      # the case this test is about
+    assert inertia(consensus(runs, 10, seed=0).labels) <= min(ten_starts) + 1e-6
+
+
 def test_several_runs_use_other_seeds_and_one_run_is_plain_n2d(monkeypatch):
     import deepclust.trainer.selflabel as selflabel
 
