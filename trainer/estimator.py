@@ -381,7 +381,7 @@ class DeepClustering:
                                        pretrain_runs=self.pretrain_runs)
                 unaveraged = self.fine_tune_.pop("unaveraged_labels", None)
                 if teacher.agreement is not None:
-                    self.fine_tune_.update(teacher_runs=self.teacher_runs,
+                    self.fine_tune_.update(teacher_runs=self.teacher_runs, consensus_inits=selflabel.CONSENSUS_INITS,
                                            unanimous=float((teacher.agreement == 1).mean()))
                 head = HeadResult(centroids, labels)
             elif self.method in FINE_TUNERS:
