@@ -193,13 +193,13 @@ def table(args) -> None:
     for r in records:
         # Runs on different machines are not pooled: their float paths (and times) differ; nor
         # are runs whose options differ, defaults included (a default changed since).
-        groups.setdefault((r["data"], r["config"], _machine_name(r), tuple(_options(r))), []).append(r)
+        groups.setdefault((r["data"], _config_name(r), _machine_name(r), tuple(_options(r))), []).append(r)
     header = ["data", "configuration", "options", "machine", "seeds", "ACC", "NMI", "ARI", "pretrain s", "cluster s",
               "paper ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (data, name, machine, options), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
-        papers, source = CONFIGS.get(name, ([], {}, ""))[1:]
+        papers, source = CONFIGS.get(name.split(" (")[0], ([], {}, ""))[1:]
         paper = papers.get(data)
         cells = [data, name, " ".join(options), machine, ", ".join(str(r["seed"]) for r in rs)]
         for key in ("acc", "nmi", "ari"):
@@ -227,6 +227,16 @@ def _options(record: dict) -> list[str]:
         if "--teacher-inits" not in options:  # and its teacher's GMM fits (1, now 30 after contrastive)
             options = [*options, "--teacher-inits", str(fine_tune.get("teacher_inits", 1))]
     return options
+
+
+def _config_name(record: dict) -> str:
+    """The configuration's name; for a consensus teacher (several runs or networks) recorded
+    before fits said its k-means starts, the 10 it then had (now ``selflabel.CONSENSUS_INITS``),
+    so that those runs are not pooled with later ones."""
+    fine_tune = record.get("fine_tune") or {}
+    if "teacher_runs" in fine_tune and "consensus_inits" not in fine_tune:
+        return f"{record['config']} (consensus of 10 k-means starts)"
+    return record["config"]
 
 
 def _machine_name(record: dict) -> str:

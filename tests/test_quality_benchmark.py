@@ -86,3 +86,23 @@ def test_pretrain_runs_are_read_off_the_options():
     runs = _quality_module()._pretrain_runs
     assert runs(["--method", "selflabel"]) == (1, ["--method", "selflabel"])
     assert runs(["--pretrain-runs", "3", "--method", "selflabel"]) == (3, ["--method", "selflabel"])
+
+
+def test_consensus_runs_from_before_100_starts_are_not_pooled_with_later_ones(tmp_path):
+    def record(seed, acc, **fine_tune):
+        return {"data": "fashion-mnist", "config": "contrastive3-hflip-selflabel2-da", "method": "selflabel",
+                "device": "cpu", "seed": seed, "options": ["--method", "selflabel", "--student", "conv",
+                                                           "--teacher-inits", "30"],
+                "machine": {"processor": "cpu", "cpus": 2}, "metrics": {"acc": acc, "nmi": acc, "ari": acc},
+                "timings": {"pretrain_seconds": 1, "cluster_seconds": 1},
+                "fine_tune": {"student": "conv", "teacher_inits": 30, "teacher_runs": 2, **fine_tune}}
+
+    results = tmp_path / "quality.jsonl"
+    results.write_text("\n".join(json.dumps(r) for r in (
+        record(0, 0.5), record(1, 0.7), record(0, 0.6, consensus_inits=100), record(1, 0.8, consensus_inits=100))))
+    _quality_module().table(type("Args", (), {"results": str(results)}))
+    rows = [line for line in results.with_suffix(".md").read_text().splitlines() if "fashion-mnist" in line]
+    assert len(rows) == 2
+    old, = (row for row in rows if "(consensus of 10 k-means starts)" in row)
+    new, = (row for row in rows if row is not old)
+    assert "| 0.6000 ± 0.1414 |" in old and "| 0.7000 ± 0.1414 |" in new
