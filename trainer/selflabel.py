@@ -42,7 +42,7 @@ STUDENT_EPOCHS = {"encoder": 10, "conv": 20}
 # starts miss: on the six runs of Fashion-MNIST seed 1 (three contrastive networks), 4 of 6
 # k-means seeds with 10 starts each stopped at a partition of higher inertia (61,296 against
 # 60,302) and ACC 0.6526 against 0.6767; on seed 2's, 3 of 6 (0.6701 against 0.6722). With
-# 100 starts, three k-means seeds each found the lowest on both (~15 s on 70,000 rows).
+# 100 starts, three k-means seeds each found the lowest on both (27 s on 70,000 rows, one thread).
 CONSENSUS_INITS = 100
 
 
