@@ -199,7 +199,7 @@ def table(args) -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (data, name, machine, options), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["seed"])
-        papers, source = CONFIGS.get(name.split(" (")[0], ([], {}, ""))[1:]
+        papers, source = CONFIGS.get(rs[0]["config"], ([], {}, ""))[1:]
         paper = papers.get(data)
         cells = [data, name, " ".join(options), machine, ", ".join(str(r["seed"]) for r in rs)]
         for key in ("acc", "nmi", "ari"):
