@@ -82,6 +82,11 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
                                           "3", "--augment", "--method", "selflabel", "--student", "conv",
                                           "--teacher-runs", "2"],
                                          {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
+    # ... the three networks trained on milder views (no cutout, zoom up to 1.2x, rotation up to 8 degrees).
+    "contrastive3-mild-hflip-selflabel2-da": (["--pretrain", "contrastive", "--hflip", "--views", "mild", "--epochs",
+                                               "30", "--pretrain-runs", "3", "--augment", "--method", "selflabel",
+                                               "--student", "conv", "--teacher-runs", "2"],
+                                              {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
     # ... each shipping a moving average of its student (half-life 2.5 epochs) instead of the last weights.
     "selflabel-convstudent-ema-da": (["--augment", "--method", "selflabel", "--student", "conv", "--student-ema",
                                       "2.5"], {"mnist": 0.985, "fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),

@@ -53,6 +53,8 @@ def test_each_configuration_pins_what_its_name_says():
         pretraining = options[options.index("--pretrain") + 1] if "--pretrain" in options else "autoencoder"
         assert name.startswith("contrastive") == (pretraining == "contrastive"), name
         assert ("hflip" in name) == ("--hflip" in options), name
+        views = options[options.index("--views") + 1] if "--views" in options else "strong"
+        assert ("mild" in name) == (views == "mild"), name
 
 
 def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():

@@ -94,6 +94,9 @@ def load_pretrained(path) -> Pretrained:
         raise DeepclustError(f"{path}: no such pretrained network file") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise DeepclustError(f"{path}: not a readable deepclust pretrained network file ({e})") from None
-    return Pretrained(options=meta["options"], data_sha256=meta["data_sha256"], state=state,
+    options = meta["options"]
+    if options.get("pretraining") == "contrastive":
+        options.setdefault("views", "strong")  # files written before contrastive views could be chosen
+    return Pretrained(options=options, data_sha256=meta["data_sha256"], state=state,
                       generator_state=generator_state, torch_rng_state=torch_rng_state, device=meta["device"],
                       history=meta["history"], seconds=float(meta["seconds"]))

@@ -22,7 +22,7 @@ flat rows like every encoder here, so it exports to ONNX the same way.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -68,6 +68,18 @@ class ContrastiveViews:
     hflip: float = 0.0
     contrast: tuple[float, float] = (0.6, 1.4)
     cutout: int = 9
+
+
+# Named view sets (the estimator's ``views``). "mild" warps less and blanks nothing: on
+# Fashion-MNIST its features' 20-nearest-neighbour label accuracy is 0.852-0.859 (six
+# networks) against 0.838-0.843 for "strong" (nine; FINDINGS.md).
+VIEWS = {"strong": ContrastiveViews(),
+         "mild": ContrastiveViews(rotation=8.0, zoom=(1.0, 1.2), cutout=0)}
+
+
+def named_views(name: str, hflip: bool) -> ContrastiveViews:
+    """The view set ``name`` (a key of ``VIEWS``), mirroring half of the views if ``hflip``."""
+    return replace(VIEWS[name], hflip=0.5 if hflip else 0.0)
 
 
 def random_view(images: torch.Tensor, views: ContrastiveViews, generator: torch.Generator) -> torch.Tensor:

@@ -123,7 +123,8 @@ def test_train_help_describes_the_architecture_and_training_options():
     text = " ".join(r.output.split())
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
                    "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
-                   "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--teacher-runs", "consensus",
+                   "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--views",
+                   "rotation up to 8 degrees, no cutout", "--teacher-runs", "consensus",
                    "--teacher-inits", "the most likely fit teaches", "30 with --pretrain contrastive",
                    "--pretrain-runs", "networks to pretrain, each from its own seed", "give it N times",
                    "--student-ema", "moving average of the student's weights"):
@@ -131,14 +132,15 @@ def test_train_help_describes_the_architecture_and_training_options():
 
 
 def test_train_with_contrastive_pretraining_writes_a_bundle_and_refuses_dec(tmp_path):
-    common = ["train", "--data", "digits", "--pretrain", "contrastive", "--hflip", "--epochs", "1", "--json", "-q"]
+    common = ["train", "--data", "digits", "--pretrain", "contrastive", "--hflip", "--views", "mild", "--epochs", "1",
+              "--json", "-q"]
     r = runner.invoke(app, [*common, "--out", str(tmp_path / "b"), "--method", "kmeans", "--n-init", "2", "--no-int8"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["checks"]["label_agreement"] >= 0.999
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["method"]["name"] == "contrastive+kmeans" and manifest["latent_dim"] == 128
-    assert {k: manifest["method"]["params"][k] for k in ("pretraining", "hflip")} == {
-        "pretraining": "contrastive", "hflip": True}
+    assert {k: manifest["method"]["params"][k] for k in ("pretraining", "hflip", "views")} == {
+        "pretraining": "contrastive", "hflip": True, "views": "mild"}
     r = runner.invoke(app, [*common, "--out", str(tmp_path / "c"), "--method", "dec"])
     assert r.exit_code == 1 and "method='dec' fine-tunes an autoencoder" in " ".join(r.output.split())
     assert not (tmp_path / "c").exists()

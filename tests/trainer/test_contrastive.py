@@ -1,6 +1,7 @@
 """Contrastive pretraining: SimCLR's loss, the random views, the encoder, and the estimator's option."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,8 +11,9 @@ torch = pytest.importorskip("torch")
 from deepclust.runtime import Assigner  # noqa: E402
 from deepclust.runtime.bundle import load_bundle  # noqa: E402
 from deepclust.runtime.errors import DeepclustError  # noqa: E402
-from deepclust.trainer.contrastive import (ContrastiveEncoder, ContrastiveNet, ContrastiveViews, nt_xent,  # noqa: E402
-                                           pretrain_contrastive, random_view)
+from deepclust.trainer.checkpoint import Pretrained, load_pretrained, save_pretrained  # noqa: E402
+from deepclust.trainer.contrastive import (ContrastiveEncoder, ContrastiveNet, ContrastiveViews,  # noqa: E402
+                                           named_views, nt_xent, pretrain_contrastive, random_view)
 from deepclust.trainer.estimator import DeepClustering  # noqa: E402
 from deepclust.trainer.images import ImageLayout  # noqa: E402
 
@@ -24,6 +26,23 @@ def blobs(n=300, k=3, seed=0):
     patterns = rng.uniform(0, 1, (k, 8, 8))
     y = np.repeat(np.arange(k), n // k)
     return np.clip(patterns[y] + rng.normal(0, 0.1, (len(y), 8, 8)), 0, 1).astype(np.float32), y
+
+
+def test_mild_views_warp_less_and_never_blank_a_square():
+    # Bright 28x28 images, views without shift or contrast change: only zoom, rotation and
+    # cutout act. Cutout blanks pixels inside the middle of some strong views; zoom and
+    # rotation alone never reach it (a dark middle pixel can only come from cutout).
+    images = torch.ones(400, 1, 28, 28)
+    middle = (slice(None), 0, slice(9, 19), slice(9, 19))
+
+    def darkened(name):
+        views = replace(named_views(name, hflip=False), shift=0.0, contrast=(1.0, 1.0))
+        return (random_view(images, views, torch.Generator().manual_seed(0))[middle] < 0.5).flatten(1).any(1)
+
+    assert darkened("mild").sum() == 0 and 20 < darkened("strong").sum() < 200
+    mild = named_views("mild", hflip=True)
+    assert mild.hflip == 0.5 and mild.rotation < ContrastiveViews().rotation and mild.zoom[1] < ContrastiveViews().zoom[1]
+    assert named_views("strong", hflip=False) == ContrastiveViews()
 
 
 def test_nt_xent_matches_a_hand_computed_value():
@@ -124,8 +143,21 @@ def test_resuming_a_contrastive_pretraining_equals_a_fit_from_scratch(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(resumed.network_.parameters(), scratch.network_.parameters()))
     with pytest.raises(DeepclustError, match=r"pretrained with hflip=False, but this fit has hflip=True"):
         small(hflip=True).fit(x, y, pretrained=tmp_path / "net.npz")
+    with pytest.raises(DeepclustError, match=r"pretrained with views='strong', but this fit has views='mild'"):
+        small(views="mild").fit(x, y, pretrained=tmp_path / "net.npz")
     with pytest.raises(DeepclustError, match=r"pretrained with .*=.*, but this fit has"):
         DeepClustering(3, epochs=8, batch_size=64, seed=0).fit(x, y, pretrained=tmp_path / "net.npz")
+
+
+def test_a_contrastive_file_saved_before_views_could_be_chosen_reads_as_strong_views(tmp_path):
+    old = {"pretraining": "contrastive", "hflip": True, "epochs": 30, "batch_size": 256, "lr": 1e-3, "seed": 0,
+           "sample_shape": [28, 28]}
+    empty = torch.zeros(0)
+    save_pretrained(tmp_path / "old.npz", Pretrained(old, "0" * 64, {}, empty, empty, "cpu", [], 1.0))
+    assert load_pretrained(tmp_path / "old.npz").options == {**old, "views": "strong"}
+    autoencoder = {"architecture": "dense", "seed": 0}
+    save_pretrained(tmp_path / "ae.npz", Pretrained(autoencoder, "0" * 64, {}, empty, empty, "cpu", [], 1.0))
+    assert load_pretrained(tmp_path / "ae.npz").options == autoencoder
 
 
 def test_contrastive_options_are_checked():
@@ -136,6 +168,10 @@ def test_contrastive_options_are_checked():
         small(acai=True).fit(x)
     with pytest.raises(DeepclustError, match=r"hflip=True applies to pretraining='contrastive' only"):
         small(pretraining="autoencoder", hflip=True).fit(x)
+    with pytest.raises(DeepclustError, match=r"views='wide' should be one of strong, mild"):
+        small(views="wide").fit(x)
+    with pytest.raises(DeepclustError, match=r"views='mild' applies to pretraining='contrastive' only"):
+        small(pretraining="autoencoder", views="mild").fit(x)
     with pytest.raises(DeepclustError, match=r"hflip='yes' should be True or False"):
         small(pretraining="autoencoder", hflip="yes").fit(x)
     with pytest.raises(DeepclustError, match=r"pretraining='simclr' should be one of autoencoder, contrastive"):
