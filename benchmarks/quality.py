@@ -87,6 +87,11 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
                                                "30", "--pretrain-runs", "3", "--augment", "--method", "selflabel",
                                                "--student", "conv", "--teacher-runs", "2"],
                                               {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
+    # ... six such networks: their partitions err less alike (consensus experiments in FINDINGS.md).
+    "contrastive6-mild-hflip-selflabel2-da": (["--pretrain", "contrastive", "--hflip", "--views", "mild", "--epochs",
+                                               "30", "--pretrain-runs", "6", "--augment", "--method", "selflabel",
+                                               "--student", "conv", "--teacher-runs", "2"],
+                                              {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
     # ... each shipping a moving average of its student (half-life 2.5 epochs) instead of the last weights.
     "selflabel-convstudent-ema-da": (["--augment", "--method", "selflabel", "--student", "conv", "--student-ema",
                                       "2.5"], {"mnist": 0.985, "fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),

@@ -55,6 +55,10 @@ def test_each_configuration_pins_what_its_name_says():
         assert ("hflip" in name) == ("--hflip" in options), name
         views = options[options.index("--views") + 1] if "--views" in options else "strong"
         assert ("mild" in name) == (views == "mild"), name
+        networks = options[options.index("--pretrain-runs") + 1] if "--pretrain-runs" in options else "1"
+        assert name.startswith(f"contrastive{networks}-") == (pretraining == "contrastive" and networks != "1"), name
+        runs = options[options.index("--teacher-runs") + 1] if "--teacher-runs" in options else "1"
+        assert (f"selflabel{runs}-" in name) == (runs != "1"), name
 
 
 def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():
