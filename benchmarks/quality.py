@@ -87,7 +87,7 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
                                                "30", "--pretrain-runs", "3", "--augment", "--method", "selflabel",
                                                "--student", "conv", "--teacher-runs", "2"],
                                               {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
-    # ... six such networks: their partitions err less alike (consensus experiments in FINDINGS.md).
+    # ... six such networks: pooled, their partitions teach better than three (experiments in FINDINGS.md).
     "contrastive6-mild-hflip-selflabel2-da": (["--pretrain", "contrastive", "--hflip", "--views", "mild", "--epochs",
                                                "30", "--pretrain-runs", "6", "--augment", "--method", "selflabel",
                                                "--student", "conv", "--teacher-runs", "2"],
