@@ -96,7 +96,8 @@ class DeepClustering:
         (``contrastive.VIEWS``). "strong": zoom up to 1.5x, rotation up to 15 degrees, a 9-pixel
         cutout in half of the views. "mild": zoom up to 1.2x, rotation up to 8 degrees, no
         cutout; on Fashion-MNIST its features keep neighbours of one class together more
-        often, but its teachers are no better on average and less steady (README results).
+        often, but three networks' teachers are no better on average and less steady (README
+        results; pooled over six networks, better in experiments so far).
     teacher_runs : int, default 1
         selflabel only: UMAP + GMM runs (other seeds each); more than one teach their
         consensus (``selflabel.consensus``), every row kept.
