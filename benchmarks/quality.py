@@ -92,6 +92,10 @@ CONFIGS: dict[str, tuple[list[str], dict[str, float], str]] = {
                                                "30", "--pretrain-runs", "6", "--augment", "--method", "selflabel",
                                                "--student", "conv", "--teacher-runs", "2"],
                                               {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
+    # ... the three networks frozen, a head on their features as the student (selflabel.FeatureHead).
+    "contrastive3-hflip-selflabel2-head": (["--pretrain", "contrastive", "--hflip", "--epochs", "30", "--pretrain-runs",
+                                            "3", "--method", "selflabel", "--student", "head", "--teacher-runs", "2"],
+                                           {"fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
     # ... each shipping a moving average of its student (half-life 2.5 epochs) instead of the last weights.
     "selflabel-convstudent-ema-da": (["--augment", "--method", "selflabel", "--student", "conv", "--student-ema",
                                       "2.5"], {"mnist": 0.985, "fashion-mnist": 0.68}, "the issue's target (DEC-DA, N2D)"),
@@ -151,7 +155,8 @@ def _pretraining_options(options: list[str]) -> list[str]:
     """The options that decide the pretrained network (the clustering options removed).
 
     `--method auto` (also the default) is kept: it turns augmentation on for images, so it
-    changes the pretraining."""
+    changes an autoencoder's pretraining. A contrastive network's is not: `--augment` only
+    warps the student's images there, so it is dropped."""
     if "--method" not in options:
         options = ["--method", "auto", *options]
     kept, i = [], 0
@@ -161,6 +166,8 @@ def _pretraining_options(options: list[str]) -> list[str]:
         else:
             kept.append(options[i])
             i += 1
+    if "contrastive" in kept and kept[kept.index("contrastive") - 1] == "--pretrain":
+        kept = [option for option in kept if option != "--augment"]
     return kept
 
 

@@ -82,6 +82,7 @@ class Student(str, Enum):
     auto = "auto"
     encoder = "encoder"
     conv = "conv"
+    head = "head"
 
 
 class Method(str, Enum):
@@ -187,7 +188,10 @@ def train(
     student: Annotated[Student, typer.Option(
         help="selflabel: the network that learns the teacher's labels and ships in the bundle. encoder: the "
              "pretrained encoder, fine-tuned; conv: a fresh convolutional encoder (--filters; image data only) "
-             "trained from scratch, which generalises past the teacher. auto (default): conv for image data.")]
+             "trained from scratch, which generalises past the teacher; head: every pretrained network, frozen, "
+             "with a small head trained on their features, which follows the teacher where the others end under "
+             "it (Fashion-MNIST's contrastive teachers) and scores at the cost of all --pretrain-runs networks. "
+             "auto (default): conv for image data.")]
     = Student.auto,
     teacher_runs: Annotated[int, typer.Option(
         min=1, help="selflabel: UMAP + GMM runs (each with other seeds). More than one teach their consensus "
@@ -202,7 +206,8 @@ def train(
         min=1, help="selflabel: networks to pretrain, each from its own seed (the first from --seed). The teacher "
                     "runs --teacher-runs times on each network's embedding and teaches the consensus of all; "
                     "networks from other seeds make different mistakes, so it teaches better, at N times the "
-                    "pretraining. Only the first network goes on to the student (README, Results).")] = 1,
+                    "pretraining. Only the first network goes on to the student, except with --student head "
+                    "(README, Results).")] = 1,
     student_ema: Annotated[float, typer.Option(
         min=0, help="selflabel: ship a moving average of the student's weights and centroids instead of its last "
                     "ones, which move by a few tenths of a point of ACC from epoch to epoch; the average's "

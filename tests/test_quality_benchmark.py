@@ -59,6 +59,8 @@ def test_each_configuration_pins_what_its_name_says():
         assert name.startswith(f"contrastive{networks}-") == (pretraining == "contrastive" and networks != "1"), name
         runs = options[options.index("--teacher-runs") + 1] if "--teacher-runs" in options else "1"
         assert (f"selflabel{runs}-" in name) == (runs != "1"), name
+        student = options[options.index("--student") + 1] if "--student" in options else "auto"
+        assert name.endswith("-head") == (student == "head"), name
 
 
 def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():
@@ -67,6 +69,9 @@ def test_pretraining_is_shared_only_between_runs_that_pretrain_alike():
     assert key("mnist", 0, ["--method", "dec"]) != key("mnist", 1, ["--method", "dec"])
     assert key("mnist", 0, ["--method", "selflabel"]) == key("mnist", 0, ["--method", "selflabel", "--student", "conv"])
     assert key("mnist", 0, ["--method", "dec"]) != key("mnist", 0, ["--augment", "--method", "dec"])
+    # --augment warps a contrastive run's student only: its network is the same either way
+    contrastive = ["--pretrain", "contrastive", "--method", "selflabel"]
+    assert key("mnist", 0, contrastive) == key("mnist", 0, [*contrastive, "--augment"])
     # auto (explicit or by default) augments images, so it pretrains differently from kmeans
     for auto in (["--acai"], ["--acai", "--method", "auto"]):
         assert key("mnist", 0, auto) != key("mnist", 0, ["--acai", "--method", "kmeans"])

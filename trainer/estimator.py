@@ -49,7 +49,7 @@ ARCHITECTURES = ("dense", "conv")
 PRETRAININGS = ("autoencoder", "contrastive")
 # A contrastive encoder has no decoder: the methods that fine-tune an autoencoder cannot use it.
 CONTRASTIVE_METHODS = ("kmeans", "gmm", "selflabel")
-STUDENTS = ("auto", "encoder", "conv")
+STUDENTS = ("auto", "encoder", "conv", "head")
 
 
 def resolve_device(device: str) -> str:
@@ -74,13 +74,17 @@ class DeepClustering:
         0.1 x reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a
         softmax-weighted k-means loss (alpha 1000). "selflabel" trains encoder and centroids to
         reproduce the confident labels of N2D's UMAP + GMM partition (``selflabel``).
-    student : {"auto", "encoder", "conv"}, default "auto"
+    student : {"auto", "encoder", "conv", "head"}, default "auto"
         selflabel only: the network that learns the teacher's labels and ships in the bundle.
         "encoder": the pretrained autoencoder's encoder, fine-tuned. "conv": a fresh
         convolutional encoder (channels ``filters``; image samples only), trained from
         scratch on the labels; it generalises past the teacher where the dense encoder stops
-        (MNIST: 0.986 against 0.980; README results). "auto": "conv" for image samples
-        (two or more axes), else "encoder".
+        (MNIST: 0.986 against 0.980; README results). "head": every pretrained network,
+        frozen, with a small head (``latent_dim`` outputs) trained on their features side by
+        side (``selflabel.FeatureHead``); it follows the teacher where the others fall under
+        it (Fashion-MNIST's contrastive teachers), and scores at the cost of all
+        ``pretrain_runs`` networks. "auto": "conv" for image samples (two or more axes),
+        else "encoder".
     pretraining : {"autoencoder", "contrastive"}, default "autoencoder"
         "autoencoder": train an autoencoder (``architecture``) on reconstruction.
         "contrastive": image samples only; train a small conv encoder with SimCLR's loss on
@@ -111,7 +115,8 @@ class DeepClustering:
         selflabel only: networks pretrained, the first from ``seed`` and the others from
         seeds drawn from it (``seeds.run_seed``). The teacher runs ``teacher_runs`` times on
         each network's embedding and teaches the consensus of all runs; only the first
-        network goes on (the "encoder" student, or the embedding other heads would use).
+        network goes on (the "encoder" student, or the embedding other heads would use),
+        except under the "head" student, which keeps them all.
         Networks from other seeds err on different rows more than UMAP runs on one network
         do, so their consensus teaches better, at N times the pretraining (README results).
     student_ema : float, default 0
@@ -381,14 +386,24 @@ class DeepClustering:
                                                    epochs=selflabel.STUDENT_EPOCHS[self._student_kind()],
                                                    jobs=joblib.cpu_count(), ema_half_life=float(self.student_ema))
                 embeddings = [z] + [embed(embedder(network), x).cpu().numpy() for network in networks[1:]]
-                del networks[1:]  # only the teacher reads them
+                if self._student_kind() != "head":
+                    del networks[1:]  # only the teacher reads them
                 teacher = selflabel.teach(embeddings, self.n_clusters, config, seed=self.seed, progress=progress)
                 # The student is built here, after pretraining, so that its initial weights come
                 # from the same random stream whether pretraining ran or was loaded.
-                self.embedder_ = (ConvEncoder(layout, self.filters, self.latent_dim).to(self.device_)
-                                  if self._student_kind() == "conv" else self.network_.encoder)
-                centroids, labels, self.fine_tune_ = selflabel.fine_tune(
-                    self.embedder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
+                if self._student_kind() == "head":
+                    # Frozen networks: the head learns from their features, computed once above.
+                    features = torch.from_numpy(np.concatenate(embeddings, axis=1)).to(self.device_)
+                    head_net = selflabel.feature_head(features.shape[1], self.latent_dim).to(self.device_)
+                    centroids, labels, self.fine_tune_ = selflabel.fine_tune(
+                        head_net, features, teacher, config, generator=generator, progress=progress)
+                    self.embedder_ = selflabel.FeatureHead([embedder(network) for network in networks], head_net)
+                    del features, networks[1:]
+                else:
+                    self.embedder_ = (ConvEncoder(layout, self.filters, self.latent_dim).to(self.device_)
+                                      if self._student_kind() == "conv" else self.network_.encoder)
+                    centroids, labels, self.fine_tune_ = selflabel.fine_tune(
+                        self.embedder_, x, teacher, config, generator=generator, progress=progress, augment=augment)
                 self.fine_tune_.update(student=self._student_kind(), teacher_inits=self._teacher_inits(),
                                        pretrain_runs=self.pretrain_runs)
                 unaveraged = self.fine_tune_.pop("unaveraged_labels", None)
@@ -488,7 +503,7 @@ class DeepClustering:
         return 30 if self.pretraining == "contrastive" else 1
 
     def _student_kind(self) -> str | None:
-        """selflabel's student, "encoder" or "conv", with "auto" resolved; None for other methods."""
+        """selflabel's student, "encoder", "conv" or "head", with "auto" resolved; None for other methods."""
         if self.method != "selflabel":
             return None
         if self.student == "auto":

@@ -87,6 +87,32 @@ def test_selflabel_ships_the_student_it_was_asked_for(tmp_path, student, kind):
     assert np.mean(Assigner.load(path, precision="fp32").assign(images).labels == m.labels_) >= 0.999
 
 
+def test_the_head_student_ships_every_network_as_pretraining_left_it_under_a_trained_head(tmp_path):
+    # "head": the networks the teacher read stay frozen (also in training mode, so batch norm
+    # keeps its statistics); only a head on their features side by side learns, and the
+    # bundle scores networks + head as one encoder.
+    from deepclust.trainer.checkpoint import load_pretrained
+
+    x, y = blobs()
+    files = [tmp_path / "n0.npz", tmp_path / "n1.npz"]
+    m = small(method="selflabel", student="head", pretrain_runs=2, epochs=5).fit(x, y, save_pretrained_to=files)
+    networks = m.embedder_.networks
+    assert len(networks) == 2 and m.fine_tune_["student"] == "head"
+    for network, file in zip(networks, files):
+        saved = load_pretrained(file).state
+        for name, value in network.state_dict().items():
+            assert torch.equal(value, saved[f"encoder.{name}"]), name
+    m.embedder_.train()
+    assert m.embedder_.head.training and not any(network.training for network in networks)
+    assert m.metrics_["acc"] > 0.95
+    path = m.save(tmp_path / "b")
+    assert np.mean(Assigner.load(path, precision="fp32").assign(x).labels == m.labels_) >= 0.999
+    before = m.transform(x)  # the second network is part of what ships
+    with torch.no_grad():
+        next(networks[1].parameters()).add_(1.0)
+    assert not np.allclose(m.transform(x), before)
+
+
 def test_student_is_for_selflabel_and_conv_needs_images():
     x, y = blobs()
     assert small(method="selflabel", epochs=2).fit(x, y).fine_tune_["student"] == "encoder"  # auto on a table
@@ -94,7 +120,7 @@ def test_student_is_for_selflabel_and_conv_needs_images():
         small(method="selflabel", student="conv", epochs=2).fit(x, y)
     with pytest.raises(DeepclustError, match=r"student='conv' applies to method='selflabel' only, not 'kmeans'"):
         small(student="conv").fit(x, y)
-    with pytest.raises(DeepclustError, match=r"student='cnn' should be one of auto, encoder, conv"):
+    with pytest.raises(DeepclustError, match=r"student='cnn' should be one of auto, encoder, conv, head"):
         small(method="selflabel", student="cnn").fit(x, y)
 
 
