@@ -106,7 +106,8 @@ def test_the_head_student_ships_every_network_as_pretraining_left_it_under_a_tra
     assert m.embedder_.head.training and not any(network.training for network in networks)
     assert m.metrics_["acc"] > 0.95
     path = m.save(tmp_path / "b")
-    assert np.mean(Assigner.load(path, precision="fp32").assign(x).labels == m.labels_) >= 0.999
+    assert np.mean(Assigner.load(path).assign(x).labels == m.labels_) >= 0.999
+    assert "int8" not in load_bundle(path).manifest.checks  # its int8 pipeline is the slower one
     before = m.transform(x)  # the second network is part of what ships
     with torch.no_grad():
         next(networks[1].parameters()).add_(1.0)
