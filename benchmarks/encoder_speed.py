@@ -1,11 +1,14 @@
 """What the encoder architecture costs at scoring time: dense (DEC's 784-500-500-2000-10) against
-conv (DEC-DA's 32-64-128, the default `selflabel` student for images since it ships one).
+conv (DEC-DA's 32-64-128, the default `selflabel` student for images since it ships one) and
+head (`--student head`: three frozen 16-32-64 contrastive networks and a head on their features,
+as `contrastive3-hflip-selflabel2-head` ships).
 
 In one run, on the same MNIST rows, interleaved over --repeats rounds (medians reported):
 rows/s of the fp32 and int8 fused pipelines as `deepclust assign` runs them (read batches of
 1,024 rows), and the encoder's multiply-adds per row. The two bundles are trained briefly here
 (k-means on the raw embedding, so the exported encoder is exactly the architecture, as a
-selflabel student's is); scoring speed does not depend on how well they were trained, int8
+selflabel student's is; the head student from one epoch of pretraining and a one-fit teacher);
+scoring speed does not depend on how well they were trained, int8
 agreement does, so it is not reported here (the quality records hold it for real models).
 
     .venv/bin/python benchmarks/encoder_speed.py [--rows 131072] [--repeats 3]
@@ -29,6 +32,13 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 WORK = HERE / "work"
 BATCH = 1024
+# The estimator options of each encoder's brief training.
+ENCODERS = {
+    "dense": {"architecture": "dense", "normalize": False, "epochs": 2},
+    "conv": {"architecture": "conv", "normalize": False, "epochs": 2},
+    "head": {"method": "selflabel", "student": "head", "pretraining": "contrastive", "pretrain_runs": 3,
+             "teacher_inits": 1, "epochs": 1},
+}
 
 
 def main() -> None:
@@ -48,10 +58,10 @@ def main() -> None:
     x = np.resize(ds.x, (args.rows, *ds.x.shape[1:]))  # MNIST rows, tiled, as stored (uint8)
     WORK.mkdir(exist_ok=True)
     assigners, macs = {}, {}
-    for arch in ("dense", "conv"):
+    for arch, options in ENCODERS.items():
         path = WORK / f"encoder_speed_{arch}"
-        print(f"training a {arch} bundle briefly (2 epochs, 10,000 rows)...", flush=True)
-        DeepClustering(10, architecture=arch, normalize=False, epochs=2, device="cpu", seed=0).fit(
+        print(f"training a {arch} bundle briefly (10,000 rows)...", flush=True)
+        DeepClustering(10, device="cpu", seed=0, **options).fit(
             ds.x[:10_000], preprocessing=ds.preprocessing).save(path, overwrite=True)
         bundle = load_bundle(path)
         macs[arch] = encoder_macs(bundle)
@@ -66,19 +76,21 @@ def main() -> None:
                 pass
             samples[key].append(len(x) / (time.perf_counter() - t))
     med = {key: statistics.median(v) for key, v in samples.items()}
-    lines = ["| encoder | multiply-adds / row | fp32 rows/s | int8 rows/s |", "| --- | --- | --- | --- |"]
-    for arch in ("dense", "conv"):
+    lines = ["| encoder | multiply-adds / row | fp32 rows/s | int8 rows/s | fp32 / dense | int8 / dense |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    ratio = {arch: {p: med[(arch, p)] / med[("dense", p)] for p in ("fp32", "int8")} for arch in ENCODERS}
+    for arch in ENCODERS:
         fp32, int8 = med[(arch, "fp32")], med[(arch, "int8")]
-        lines.append(f"| {arch} | {macs[arch] / 1e6:.2f} M | {fp32:,.0f} | {int8:,.0f} |")
-    ratio = {p: med[("conv", p)] / med[("dense", p)] for p in ("fp32", "int8")}
+        lines.append(f"| {arch} | {macs[arch] / 1e6:.2f} M | {fp32:,.0f} | {int8:,.0f} | "
+                     f"{ratio[arch]['fp32']:.2f}x | {ratio[arch]['int8']:.2f}x |")
     print("\n".join(lines))
-    print(f"conv / dense: fp32 {ratio['fp32']:.2f}x, int8 {ratio['int8']:.2f}x")
     args.out.write_text(json.dumps({
         "rows": args.rows, "read_batch": BATCH, "repeats": args.repeats,
         "machine": describe(),
-        "encoders": {arch: {"macs_per_row": macs[arch], "fp32_rows_per_s": med[(arch, "fp32")],
-                            "int8_rows_per_s": med[(arch, "int8")]} for arch in ("dense", "conv")},
-        "conv_over_dense": ratio, "samples": {f"{a}/{p}": v for (a, p), v in samples.items()}}, indent=2) + "\n")
+        "encoders": {arch: {"options": ENCODERS[arch], "macs_per_row": macs[arch],
+                            "fp32_rows_per_s": med[(arch, "fp32")], "int8_rows_per_s": med[(arch, "int8")]}
+                     for arch in ENCODERS},
+        "over_dense": ratio, "samples": {f"{a}/{p}": v for (a, p), v in samples.items()}}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
