@@ -240,7 +240,8 @@ def train(
     augment: Annotated[Optional[bool], typer.Option(
         help="Image data only: train on randomly warped images (rotation up to 10 degrees, shifts up to 10%, zoom "
              "0.9-1.1). Pretraining reconstructs each warped image; dec/idec/dcn/dkm take targets from clean images "
-             "and losses from warped ones (DEC-DA); selflabel's student learns from warped ones. Default: on with "
+             "and losses from warped ones (DEC-DA); selflabel's student learns from warped ones (not --student head, "
+             "which learns from the networks' features of the images as they are). Default: on with "
              "--method auto on image data, else off.")] = None,
     acai: Annotated[bool, typer.Option(help="Pretrain with ACAI's adversarial regulariser: a critic learns to predict "
                                        "the mixing coefficient of decoded interpolations, the autoencoder to make "

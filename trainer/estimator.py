@@ -140,7 +140,8 @@ class DeepClustering:
         Image samples only: train on randomly warped images (rotation up to 10 degrees,
         shifts up to 10% of the size, zoom 0.9-1.1; ``augment.AffineAugment``). Pretraining
         reconstructs each warped image from itself; dec/idec/dcn/dkm compute their targets
-        on clean data and their losses on warped batches (DEC-DA).
+        on clean data and their losses on warped batches (DEC-DA); selflabel's student learns
+        from warped images, except the "head" student (features of the images as they are).
     acai : bool, default False
         Pretrain with ACAI's adversarial regulariser (a critic learns the mixing
         coefficient of decoded interpolations; the autoencoder learns to fool it). The
