@@ -52,6 +52,17 @@ def test_train_no_int8_exports_only_the_exact_pipeline(tmp_path, data):
     assert (tmp_path / "b" / "pipeline.onnx").is_file() and not (tmp_path / "b" / "pipeline.int8.onnx").exists()
 
 
+def test_train_with_the_head_student_says_why_it_exports_no_int8_pipeline(tmp_path, data):
+    r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), "--method", "selflabel",
+                            "--student", "head", "--pretrain-runs", "2", *FAST])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "int8 pipeline: not exported; the head student scores slower in int8 than in fp32" in text
+    assert not (tmp_path / "b" / "pipeline.int8.onnx").exists()
+    params = json.loads((tmp_path / "b" / "manifest.json").read_text())["method"]["params"]
+    assert (params["student"], params["pretrain_runs"]) == ("head", 2)
+
+
 def test_train_refuses_existing_out_before_training(tmp_path, data):
     (tmp_path / "b").mkdir()
     r = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "b"), *FAST])
@@ -123,6 +134,7 @@ def test_train_help_describes_the_architecture_and_training_options():
     text = " ".join(r.output.split())
     for phrase in ("--architecture", "DEC-DA's convolutional", "--filters", "--augment", "randomly warped images",
                    "--acai", "adversarial regulariser", "--student", "a fresh convolutional encoder",
+                   "every pretrained network, frozen, with a small head",
                    "--pretrain", "(SimCLR)", "--hflip", "wrong for digits and text", "--views",
                    "rotation up to 8 degrees, no cutout", "--teacher-runs", "consensus",
                    "--teacher-inits", "the most likely fit teaches", "30 with --pretrain contrastive",
