@@ -344,7 +344,7 @@ def train(
     if "int8" in checks:
         out.print(f"int8 pipeline: labels agree with fp32 on {checks['int8']['label_agreement']:.2%} of "
                   f"{checks['int8']['rows']} held-out rows")
-    elif int8 and getattr(model, "fine_tune_", {}).get("student") == "head":
+    elif int8 and student is Student.head:
         out.print("int8 pipeline: not exported; the head student scores slower in int8 than in fp32")
     out.print(f"bundle written to {path}")
 

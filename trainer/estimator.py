@@ -399,7 +399,7 @@ class DeepClustering:
                     centroids, labels, self.fine_tune_ = selflabel.fine_tune(
                         head_net, features, teacher, config, generator=generator, progress=progress)
                     self.embedder_ = selflabel.FeatureHead([embedder(network) for network in networks], head_net)
-                    del features, networks[1:]
+                    del features
                 else:
                     self.embedder_ = (ConvEncoder(layout, self.filters, self.latent_dim).to(self.device_)
                                       if self._student_kind() == "conv" else self.network_.encoder)
