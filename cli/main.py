@@ -33,14 +33,35 @@ out = Console()
 err = Console(stderr=True)
 _state = {"debug": False}
 
+# `train --help` groups its options under these headings.
+DATA_PANEL = "Data"
+OUTPUT_PANEL = "Output"
+PRETRAIN_PANEL = "Pretraining"
+CLUSTER_PANEL = "Clustering"
+SELFLABEL_PANEL = "Self-labelling (--method selflabel)"
+FINETUNE_PANEL = "Fine-tuning (--method dec, idec, dcn, dkm)"
+
+# The recommended options for clothes-like images (README, Results, "At a glance"; tests keep the
+# three in step with the quality benchmark's configuration).
+FASHION_OPTIONS = ("--pretrain contrastive --hflip --epochs 30 --pretrain-runs 3 --method selflabel "
+                   "--student head --teacher-runs 2")
+TRAIN_EPILOG = (
+    "[bold]Recipes[/bold] (what each reaches and costs: README, Results)\n\n"
+    "Images like digits, the default: deepclust train --data mnist --out models/mnist\n\n"
+    f"Clothes and photographs: deepclust train --data fashion-mnist --out models/fashion {FASHION_OPTIONS}\n\n"
+    "Tables, the default (autoencoder + k-means): deepclust train --data rows.parquet --label-column segment "
+    "--k 8 --out models/seg"
+)
+
 DataDirOption = Annotated[Optional[Path], typer.Option(
     "--data-dir", envvar="DEEPCLUST_DATA",
     help="Where named data sets live (and are downloaded to). Default: ~/.cache/deepclust; "
-         "/usr/share/datasets/NAME is searched too.")]
+         "/usr/share/datasets/NAME is searched too.", rich_help_panel=DATA_PANEL)]
 LabelOption = Annotated[Optional[str], typer.Option(
-    "--label-column", help="Tabular data: the column holding ground-truth labels (used for metrics only).")]
+    "--label-column", help="Tabular data: the column holding ground-truth labels (used for metrics only).",
+    rich_help_panel=DATA_PANEL)]
 IgnoreOption = Annotated[Optional[list[str]], typer.Option(
-    "--ignore-column", help="Tabular data: a column that is not a feature (repeatable).")]
+    "--ignore-column", help="Tabular data: a column that is not a feature (repeatable).", rich_help_panel=DATA_PANEL)]
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -100,7 +121,8 @@ DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: au
 PrecisionOption = Annotated[Precision, typer.Option(
     help="Scoring precision: fp32 (exact), int8 (the bundle's calibrated fast pipeline), or auto: int8 when the "
          "bundle recorded >= 99.5% label agreement with fp32, else fp32.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.",
+                                          rich_help_panel=OUTPUT_PANEL)]
 
 
 def friendly_errors(command):
@@ -168,14 +190,15 @@ def _print_scores(title: str, scores: dict) -> None:
         out.print(table)
 
 
-@app.command()
+@app.command(epilog=TRAIN_EPILOG)
 @friendly_errors
 def train(
+    *,  # keyword-only, so that a required option (--out) can sit with its panel among options with defaults
     data: Annotated[str, typer.Option("--data", help="A data set name (mnist, fashion-mnist, kmnist, digits) or a path: "
-                                      ".npy/.npz, .parquet, .csv, an IDX file or folder, an image folder.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+                                      ".npy/.npz, .parquet, .csv, an IDX file or folder, an image folder.",
+                                      rich_help_panel=DATA_PANEL)],
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
-                                             "classes, when the data has labels.")] = None,
+                                             "classes, when the data has labels.", rich_help_panel=DATA_PANEL)] = None,
     method: Annotated[Method, typer.Option(help="Clustering head. auto (default): selflabel with --augment for image "
                                            "data (the recommended configuration: README, Results), kmeans for "
                                            "tables. kmeans, gmm: k-means or a full-covariance Gaussian mixture on "
@@ -184,101 +207,116 @@ def train(
                                            "adds 0.1 x reconstruction; DCN alternates with mini-batch k-means; "
                                            "DKM uses a softmax-weighted k-means loss); selflabel distils N2D's "
                                            "clusters (UMAP + GMM on the embedding) into a student encoder "
-                                           "(--student) and centroids.")] = Method.auto,
+                                           "(--student) and centroids.", rich_help_panel=CLUSTER_PANEL)] = Method.auto,
     student: Annotated[Student, typer.Option(
         help="selflabel: the network that learns the teacher's labels and ships in the bundle. encoder: the "
              "pretrained encoder, fine-tuned; conv: a fresh convolutional encoder (--filters; image data only) "
              "trained from scratch, which generalises past the teacher; head: every pretrained network, frozen, "
              "with a small head trained on their features, which follows the teacher where the others end under "
              "it (Fashion-MNIST's contrastive teachers) and scores at the cost of all --pretrain-runs networks. "
-             "auto (default): conv for image data.")]
+             "auto (default): conv for image data.", rich_help_panel=SELFLABEL_PANEL)]
     = Student.auto,
     teacher_runs: Annotated[int, typer.Option(
         min=1, help="selflabel: UMAP + GMM runs (each with other seeds). More than one teach their consensus "
                     "(k-means on the runs' one-hot labels), which is steadier than one run where UMAP's "
-                    "partition moves with its seed (Fashion-MNIST); each run adds a UMAP fit.")] = 1,
+                    "partition moves with its seed (Fashion-MNIST); each run adds a UMAP fit.",
+                    rich_help_panel=SELFLABEL_PANEL)] = 1,
     teacher_inits: Annotated[Optional[int], typer.Option(
         min=1, show_default=False,
         help="selflabel: GMM initialisations in each teacher run; the most likely fit teaches. Default: 30 "
              "with --pretrain contrastive, where the likeliest mixture is the better teacher; 1 with the "
-             "autoencoder, where it is not (README, Results).")] = None,
+             "autoencoder, where it is not (README, Results).", rich_help_panel=SELFLABEL_PANEL)] = None,
     pretrain_runs: Annotated[int, typer.Option(
         min=1, help="selflabel: networks to pretrain, each from its own seed (the first from --seed). The teacher "
                     "runs --teacher-runs times on each network's embedding and teaches the consensus of all; "
                     "networks from other seeds make different mistakes, so it teaches better, at N times the "
                     "pretraining. Only the first network goes on to the student, except with --student head "
-                    "(README, Results).")] = 1,
+                    "(README, Results).", rich_help_panel=SELFLABEL_PANEL)] = 1,
     student_ema: Annotated[float, typer.Option(
         min=0, help="selflabel: ship a moving average of the student's weights and centroids instead of its last "
                     "ones, which move by a few tenths of a point of ACC from epoch to epoch; the average's "
                     "weight halves every this many epochs. 0 (default): the last weights; the average measured "
-                    "no better (README, Results).")] = 0.0,
+                    "no better (README, Results).", rich_help_panel=SELFLABEL_PANEL)] = 0.0,
     pretrain: Annotated[Pretraining, typer.Option(
         help="What learns the embedding. autoencoder (default): reconstruction (--architecture). contrastive: image "
              "data only; a small conv encoder learns to embed two random views of an image (zoom, rotation, shift, "
              "contrast, cutout; --hflip) together (SimCLR), for kmeans, gmm and selflabel. On Fashion-MNIST its "
-             "selflabel teacher is better than the autoencoder's (README, Results).")]
+             "selflabel teacher is better than the autoencoder's (README, Results).", rich_help_panel=PRETRAIN_PANEL)]
     = Pretraining.autoencoder,
     hflip: Annotated[bool, typer.Option(help="--pretrain contrastive: also mirror views left-right. Right for "
-                                        "clothes and most photographs, wrong for digits and text.")] = False,
+                                        "clothes and most photographs, wrong for digits and text.",
+                                        rich_help_panel=PRETRAIN_PANEL)] = False,
     views: Annotated[Views, typer.Option(
         help="--pretrain contrastive: how far an image's two views differ. strong (default): zoom up to 1.5x, "
              "rotation up to 15 degrees, a 9-pixel cutout. mild: zoom up to 1.2x, rotation up to 8 degrees, no "
-             "cutout (README, Results).")] = Views.strong,
-    epochs: Annotated[int, typer.Option(min=1, help="Pretraining epochs.")] = 50,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.")] = 256,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
-    latent_dim: Annotated[int, typer.Option(min=1, help="Embedding size.")] = 10,
+             "cutout (README, Results).", rich_help_panel=PRETRAIN_PANEL)] = Views.strong,
+    epochs: Annotated[int, typer.Option(min=1, help="Pretraining epochs.", rich_help_panel=PRETRAIN_PANEL)] = 50,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.",
+                                            rich_help_panel=PRETRAIN_PANEL)] = 256,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.", rich_help_panel=PRETRAIN_PANEL)] = 1e-3,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Embedding size.", rich_help_panel=PRETRAIN_PANEL)] = 10,
     architecture: Annotated[Architecture, typer.Option(
         help="Autoencoder: dense (DEC's fully connected one, widths --hidden) or conv (DEC-DA's convolutional one, "
-             "channels --filters; image data only: samples of shape HxW, HxWxC or CxHxW).")] = Architecture.dense,
-    hidden: Annotated[str, typer.Option(help="Dense encoder widths, comma-separated (decoder mirrors them).")]
+             "channels --filters; image data only: samples of shape HxW, HxWxC or CxHxW).",
+             rich_help_panel=PRETRAIN_PANEL)] = Architecture.dense,
+    hidden: Annotated[str, typer.Option(help="Dense encoder widths, comma-separated (decoder mirrors them).",
+                                        rich_help_panel=PRETRAIN_PANEL)]
     = "500,500,2000",
     filters: Annotated[str, typer.Option(help="Conv encoder channels, comma-separated: one stride-2 convolution each "
                                          "(5x5, the last 3x3), then a linear layer to --latent-dim; the decoder "
-                                         "mirrors them.")] = "32,64,128",
+                                         "mirrors them.", rich_help_panel=PRETRAIN_PANEL)] = "32,64,128",
     augment: Annotated[Optional[bool], typer.Option(
         help="Image data only: train on randomly warped images (rotation up to 10 degrees, shifts up to 10%, zoom "
              "0.9-1.1). Pretraining reconstructs each warped image; dec/idec/dcn/dkm take targets from clean images "
              "and losses from warped ones (DEC-DA); selflabel's student learns from warped ones (not --student head, "
              "which learns from the networks' features of the images as they are). Default: on with "
-             "--method auto on image data, else off.")] = None,
+             "--method auto on image data, else off.", rich_help_panel=PRETRAIN_PANEL)] = None,
     acai: Annotated[bool, typer.Option(help="Pretrain with ACAI's adversarial regulariser: a critic learns to predict "
                                        "the mixing coefficient of decoded interpolations, the autoencoder to make "
-                                       "them look real (Berthelot et al. 2018). The critic is not exported.")]
+                                       "them look real (Berthelot et al. 2018). The critic is not exported.",
+                                       rich_help_panel=PRETRAIN_PANEL)]
     = False,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embedding before clustering (exported with the "
                                             "encoder); k-means then compares directions. dec/idec/dcn/dkm: only "
-                                            "their starting partition is found on directions.")] = True,
-    n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).")] = 20,
+                                            "their starting partition is found on directions.",
+                                            rich_help_panel=CLUSTER_PANEL)] = True,
+    n_init: Annotated[int, typer.Option(min=1, help="k-means restarts (best inertia kept).",
+                                        rich_help_panel=CLUSTER_PANEL)] = 20,
     init: Annotated[Init, typer.Option(help="dec/idec/dcn/dkm: the partition their centroids start from, k-means "
-                                       "(as published) or a Gaussian mixture.")] = Init.kmeans,
+                                       "(as published) or a Gaussian mixture.",
+                                       rich_help_panel=FINETUNE_PANEL)] = Init.kmeans,
     update_interval: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: batches between label checks "
-                                                 "(and DEC's target updates).")] = 140,
+                                                 "(and DEC's target updates).", rich_help_panel=FINETUNE_PANEL)] = 140,
     tol: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fine-tuning methods: stop when fewer than this "
-                                       "fraction of labels change between checks.")] = 0.001,
-    max_iter: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: most batches.")] = 20_000,
+                                       "fraction of labels change between checks.",
+                                       rich_help_panel=FINETUNE_PANEL)] = 0.001,
+    max_iter: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: most batches.",
+                                          rich_help_panel=FINETUNE_PANEL)] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same model (on CPU).")] = 0,
     device: DeviceOption = Device.auto,
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.", rich_help_panel=OUTPUT_PANEL)],
     int8: Annotated[bool, typer.Option(help="Also export a statically calibrated int8 scoring pipeline (2-3x "
                                        "faster on CPU). Its label agreement with fp32 is measured on held-out training "
                                        "rows and recorded; assign uses it by default only when that is >= 99.5%. "
-                                       "Never with --student head, whose int8 pipeline is the slower one.")]
+                                       "Never with --student head, whose int8 pipeline is the slower one.",
+                                       rich_help_panel=OUTPUT_PANEL)]
     = True,
     save_pretrained: Annotated[Optional[list[Path]], typer.Option(
         "--save-pretrained", help="Also save the network as pretraining left it (.npz), to start other fits "
                                   "from with --pretrained. With --pretrain-runs N, give it N times: one file per "
-                                  "network, in order.")] = None,
+                                  "network, in order.", rich_help_panel=PRETRAIN_PANEL)] = None,
     pretrained: Annotated[Optional[list[Path]], typer.Option(
         "--pretrained", help="Skip pretraining: start from a file written by --save-pretrained with the same data "
                              "and pretraining options (e.g. to try another --method); the result equals a fit from "
-                             "scratch. With --pretrain-runs N, give it N times, in order.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+                             "scratch. With --pretrain-runs N, give it N times, in order.",
+                             rich_help_panel=PRETRAIN_PANEL)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.", rich_help_panel=OUTPUT_PANEL)] = False,
     as_json: JsonOption = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.",
+                                        rich_help_panel=OUTPUT_PANEL)] = False,
 ):
     """Pretrain an encoder, fit a clustering head, and export a verified model bundle."""
     _refuse_existing(out_dir, overwrite, "bundle folder")

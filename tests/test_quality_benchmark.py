@@ -117,3 +117,18 @@ def test_consensus_runs_from_before_100_starts_are_not_pooled_with_later_ones(tm
     old, = (row for row in rows if "(consensus of 10 k-means starts)" in row)
     new, = (row for row in rows if row is not old)
     assert "| 0.6000 ± 0.1414 |" in old and "| 0.7000 ± 0.1414 |" in new
+
+
+def test_train_help_recommends_the_benchmarked_fashion_configuration():
+    """`train --help`, the README's at-a-glance table and the benchmark row that measures them
+    name the same options, so the number the README quotes is for what --help recommends."""
+    from typer.testing import CliRunner
+
+    from deepclust.cli.main import FASHION_OPTIONS, app
+
+    options = FASHION_OPTIONS.split()
+    assert options == _quality_module().CONFIGS["contrastive3-hflip-selflabel2-head"][0]
+    r = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0 and FASHION_OPTIONS in " ".join(r.output.split())
+    readme = (SCRIPT.parents[1] / "README.md").read_text()
+    assert f"| Fashion-MNIST | `{FASHION_OPTIONS}` |" in readme

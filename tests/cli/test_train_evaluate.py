@@ -194,3 +194,37 @@ def test_default_method_is_the_recommended_one_for_images_and_kmeans_for_tables(
             assert result["fine_tune"]["student"] == "conv" and result["fine_tune"]["epochs"] == 20
         params = json.loads((out / "manifest.json").read_text())["method"]["params"]
         assert {k: params[k] for k in expected} == expected
+
+
+def _help_panels(command: str) -> dict[str, str]:
+    """Map each option of `deepclust COMMAND --help` to the heading of the panel it is listed under."""
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})  # one line per option
+    assert r.exit_code == 0
+    panels, panel = {}, None
+    for line in r.output.splitlines():
+        if line.startswith("╭─ "):
+            panel = line[3:].split(" ─")[0]
+        elif line.startswith("│") and panel:
+            for word in line.strip("│ *").split():
+                if word.startswith("--"):
+                    panels.setdefault(word, panel)
+                    break
+    return panels
+
+
+def test_train_help_lists_options_under_the_stage_they_configure():
+    panels = _help_panels("train")
+    expected = {
+        "Data": {"--data", "--k", "--data-dir", "--label-column", "--ignore-column"},
+        "Pretraining": {"--pretrain", "--hflip", "--views", "--epochs", "--architecture", "--augment", "--acai",
+                        "--save-pretrained", "--pretrained"},
+        "Clustering": {"--method", "--normalize", "--n-init"},
+        "Self-labelling (--method selflabel)": {"--student", "--teacher-runs", "--teacher-inits", "--pretrain-runs",
+                                                "--student-ema"},
+        "Fine-tuning (--method dec, idec, dcn, dkm)": {"--init", "--update-interval", "--tol", "--max-iter"},
+        "Output": {"--out", "--int8", "--overwrite", "--json", "--quiet"},
+    }
+    for panel, options in expected.items():
+        assert {o: panels.get(o) for o in options} == dict.fromkeys(options, panel)
+    # Only what applies to every stage stays in the catch-all panel.
+    assert {o for o, p in panels.items() if p == "Options"} == {"--seed", "--device", "--help"}
