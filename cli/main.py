@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from deepclust.runtime.errors import DeepclustError
 
@@ -29,8 +30,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-out = Console()
-err = Console(stderr=True)
+# No markup: what is printed holds paths, column names and error messages, whose brackets are data
+# ("data[raw]/x.npy", "deepclust[ray]"); styled words are Text.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 _state = {"debug": False}
 
 # `train --help` groups its options under these headings.
@@ -125,6 +128,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as on
                                           rich_help_panel=OUTPUT_PANEL)]
 
 
+def _print_error(message: str) -> None:
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def friendly_errors(command):
     """Turn expected errors into one line and exit code 1; keep tracebacks for --debug."""
 
@@ -135,23 +142,22 @@ def friendly_errors(command):
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt as e:  # Ctrl-C: one line, the conventional exit code
-            err.print(f"[yellow]{e or 'interrupted'}[/yellow]", highlight=False, soft_wrap=True)
+            err.print(Text(str(e or "interrupted"), style="yellow"), highlight=False, soft_wrap=True)
             raise typer.Exit(code=130) from None
         except DeepclustError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            _print_error(str(e))
             raise typer.Exit(code=1) from None
         except ImportError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            _print_error(str(e))
             raise typer.Exit(code=1) from None
         except Exception as e:  # an unexpected failure: still one line, traceback on request
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
-                      highlight=False, soft_wrap=True)
+            _print_error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -409,7 +415,7 @@ def assign(
     engine: Annotated[Engine, typer.Option(help="local: this process. ray: Ray Data map_batches over Parquet "
                                            "inputs, on the cluster at RAY_ADDRESS or a local Ray, into a folder of "
                                            "Parquet files, identical to the local engine's output (needs pip install "
-                                           "'deepclust[ray]'; Ray retries failed tasks itself, so --resume does not "
+                                           "'deepclust\\[ray]'; Ray retries failed tasks itself, so --resume does not "
                                            "apply).")] = Engine.local,
     actors: Annotated[Optional[int], typer.Option(min=1, help="--engine ray: scoring actors (each loads the bundle "
                                                   "once). Default: Ray's autoscaling pool.")] = None,
@@ -460,7 +466,7 @@ def evaluate(
 ):
     """Score labelled DATA with a bundle and report ACC, NMI, ARI and V-measure.
 
-    Needs scikit-learn and scipy (pip install 'deepclust[train]'); torch is not used.
+    Needs scikit-learn and scipy (pip install 'deepclust\\[train]'); torch is not used.
     """
     import numpy as np
 
@@ -536,20 +542,20 @@ def demo(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = load_dataset("digits")
-    err.print(f"[bold]1/3[/bold] training on digits ({len(ds.x)} images 8x8, k=10)")
+    err.print(Text.assemble(("1/3", "bold"), f" training on digits ({len(ds.x)} images 8x8, k=10)"))
     t0 = time.perf_counter()
     model = DeepClustering(10, epochs=epochs, verbose=True).fit(ds.x, ds.y, preprocessing=ds.preprocessing)
     bundle = model.save(out_dir / "bundle", overwrite=True)
     train_s = time.perf_counter() - t0
 
-    err.print(f"[bold]2/3[/bold] scoring digits with the runtime (onnxruntime + FAISS) from {bundle}")
+    err.print(Text.assemble(("2/3", "bold"), f" scoring digits with the runtime (onnxruntime + FAISS) from {bundle}"))
     assigner = Assigner.load(bundle)
     runtime_scores = clustering_scores(ds.y, assigner.assign(ds.x).labels)
 
     big = out_dir / f"digits_x{rows}.npy"
     reps = -(-rows // len(ds.x))
     np.save(big, np.tile(ds.x.reshape(len(ds.x), -1), (reps, 1))[:rows])
-    err.print(f"[bold]3/3[/bold] streaming {rows} rows from {big}")
+    err.print(Text.assemble(("3/3", "bold"), f" streaming {rows} rows from {big}"))
     report = score_file(assigner, big, out_dir / "assignments.parquet", overwrite=True)
 
     table = Table(title="deepclust demo: digits, autoencoder + k-means", header_style="bold")
@@ -558,9 +564,10 @@ def demo(
     for name, s in (("trainer (torch)", model.metrics_), ("runtime (ONNX)", runtime_scores)):
         table.add_row(name, *(f"{s[k]:.4f}" for k in ("acc", "nmi", "ari", "v_measure")))
     out.print(table)
-    out.print(f"training + export: {train_s:.1f}s; scoring: {report.rows:,} rows in {report.seconds:.2f}s = "
-              f"[bold]{report.rows_per_second:,.0f} rows/s[/bold] on {assigner.providers[0]} -> {report.output}",
-              highlight=False)
+    out.print(Text.assemble(f"training + export: {train_s:.1f}s; scoring: {report.rows:,} rows in "
+                            f"{report.seconds:.2f}s = ",
+                            (f"{report.rows_per_second:,.0f} rows/s", "bold"),
+                            f" on {assigner.providers[0]} -> {report.output}"), highlight=False)
 
 
 def main() -> None:

@@ -193,3 +193,28 @@ def test_corrupt_model_with_a_matching_checksum(tmp_path, bundle_copy, digits_ro
     np.save(tmp_path / "in.npy", digits_rows)
     _assign_fails(tmp_path, bundle_copy, tmp_path / "in.npy", name, "onnxruntime cannot load the model",
                   args=("--precision", "int8" if "int8" in name else "fp32"))
+
+
+def test_brackets_in_paths_and_names_print_as_given(tmp_path, reference_bundle, bundle_copy, digits_rows):
+    """Printed paths, column names and messages are data: "[raw]" is not a style to drop,
+    and "[/x]" is not a closing tag to fail on."""
+    folder = tmp_path / "runs[raw]"
+    folder.mkdir()
+    np.save(folder / "in.npy", digits_rows)
+    r = runner.invoke(app, ["assign", str(reference_bundle), str(folder / "in.npy"), "-o", str(folder / "out.parquet"),
+                            "-q"], env={"COLUMNS": "400"})  # no wrapping inside the path
+    assert r.exit_code == 0 and f"-> {folder / 'out.parquet'}" in r.output, r.output
+    _one_line_error(run("inspect", tmp_path / "missing[/x]"), f"{tmp_path / 'missing[/x]'}: not a model bundle")
+    _one_line_error(run("inspect", tmp_path / "data[raw]"), f"{tmp_path / 'data[raw]'}: not a model bundle")
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["input"]["feature_names"] = [f"pixel[r{i // 8}]" for i in range(64)]
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    r = runner.invoke(app, ["inspect", str(bundle_copy)], env={"COLUMNS": "400"})
+    assert r.exit_code == 0 and "columns pixel[r0], pixel[r0]" in r.output, r.output
+
+
+def test_help_names_the_extras_to_install():
+    r = runner.invoke(app, ["assign", "--help"], env={"COLUMNS": "400"})
+    assert "needs pip install 'deepclust[ray]'" in r.output
+    r = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400"})
+    assert "pip install 'deepclust[train]'" in r.output
