@@ -396,9 +396,9 @@ def train(
 @app.command()
 @friendly_errors
 def assign(
-    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model bundle folder.")],
     inputs: Annotated[list[Path], typer.Argument(
-        metavar="INPUT...", help="Rows to score: .npy, .parquet, .csv or IDX files, folders of them (read in name "
+        metavar="INPUT", help="Rows to score: .npy, .parquet, .csv or IDX files, folders of them (read in name "
                                  "order), or a folder of PNG/JPEG images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv (with "
                                          "--engine ray: a folder of Parquet files).")],
@@ -425,8 +425,8 @@ def assign(
     """Score INPUT with a bundle: label and squared distance per row, streamed, any input size.
 
     The output appears only when every row is scored; on bad input nothing is left behind.
-    An interrupted run (Ctrl-C, kill) keeps its finished chunks: run the same command again
-    and it continues where it stopped, producing the same file as an uninterrupted run.
+    An interrupted run (Ctrl-C, kill) keeps its finished chunks.
+    Run the same command again and it continues where it stopped, producing the same file as an uninterrupted run.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -455,8 +455,8 @@ def assign(
 @app.command()
 @friendly_errors
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
-    data: Annotated[str, typer.Argument(help="Labelled data: a data set name or a path (see train --help).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model bundle folder.")],
+    data: Annotated[str, typer.Argument(metavar="DATA", help="Labelled data: a data set name or a path (see train --help).")],
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
@@ -490,7 +490,7 @@ def evaluate(
 @app.command()
 @friendly_errors
 def inspect(
-    model: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model bundle folder.")],
     as_json: JsonOption = False,
 ):
     """Verify a bundle's checksums and show what it holds."""
