@@ -399,7 +399,7 @@ def assign(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model bundle folder.")],
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUT", help="Rows to score: .npy, .parquet, .csv or IDX files, folders of them (read in name "
-                                 "order), or a folder of PNG/JPEG images.")],
+                              "order), or a folder of PNG/JPEG images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv (with "
                                          "--engine ray: a folder of Parquet files).")],
     soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).")] = False,
@@ -456,7 +456,8 @@ def assign(
 @friendly_errors
 def evaluate(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model bundle folder.")],
-    data: Annotated[str, typer.Argument(metavar="DATA", help="Labelled data: a data set name or a path (see train --help).")],
+    data: Annotated[str, typer.Argument(metavar="DATA",
+                                        help="Labelled data: a data set name or a path (see train --help).")],
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
     ignore_column: IgnoreOption = None,
