@@ -36,13 +36,15 @@ out = Console(markup=False)
 err = Console(stderr=True, markup=False)
 _state = {"debug": False}
 
-# `train --help` groups its options under these headings.
+# `train --help` and `assign --help` group their options under these headings.
 DATA_PANEL = "Data"
 OUTPUT_PANEL = "Output"
 PRETRAIN_PANEL = "Pretraining"
 CLUSTER_PANEL = "Clustering"
 SELFLABEL_PANEL = "Self-labelling (--method selflabel)"
 FINETUNE_PANEL = "Fine-tuning (--method dec, idec, dcn, dkm)"
+SCORING_PANEL = "Scoring"
+ENGINE_PANEL = "Engine"
 
 # The recommended options for clothes-like images (README, Results, "At a glance"; tests keep the
 # three in step with the quality benchmark's configuration).
@@ -120,10 +122,11 @@ class Method(str, Enum):
     selflabel = "selflabel"
 
 
-DeviceOption = Annotated[Device, typer.Option("--device", help="Where to run: auto (GPU when present), cpu or cuda.")]
-PrecisionOption = Annotated[Precision, typer.Option(
-    help="Scoring precision: fp32 (exact), int8 (the bundle's calibrated fast pipeline), or auto: int8 when the "
-         "bundle recorded >= 99.5% label agreement with fp32, else fp32.")]
+DEVICE_HELP = "Where to run: auto (GPU when present), cpu or cuda."
+PRECISION_HELP = ("Scoring precision: fp32 (exact), int8 (the bundle's calibrated fast pipeline), or auto: int8 when "
+                  "the bundle recorded >= 99.5% label agreement with fp32, else fp32.")
+DeviceOption = Annotated[Device, typer.Option("--device", help=DEVICE_HELP)]
+PrecisionOption = Annotated[Precision, typer.Option(help=PRECISION_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.",
                                           rich_help_panel=OUTPUT_PANEL)]
 
@@ -401,25 +404,31 @@ def assign(
         metavar="INPUT", help="Rows to score: .npy, .parquet, .csv or IDX files, folders of them (read in name "
                               "order), or a folder of PNG/JPEG images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv (with "
-                                         "--engine ray: a folder of Parquet files).")],
-    soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).")] = False,
-    embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.")] = False,
+                                         "--engine ray: a folder of Parquet files).", rich_help_panel=OUTPUT_PANEL)],
+    soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).",
+                                     rich_help_panel=OUTPUT_PANEL)] = False,
+    embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.",
+                                           rich_help_panel=OUTPUT_PANEL)] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows read per batch (bounds memory; the encoder runs in "
-                                            "calls of its own best size).")] = 4096,
-    device: DeviceOption = Device.auto,
-    precision: PrecisionOption = Precision.auto,
+                                            "calls of its own best size).", rich_help_panel=SCORING_PANEL)] = 4096,
+    device: Annotated[Device, typer.Option(
+        "--device", help=DEVICE_HELP, rich_help_panel=SCORING_PANEL)] = Device.auto,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP, rich_help_panel=SCORING_PANEL)] = Precision.auto,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of the same job from its last finished "
-                                         "chunk (--no-resume starts afresh).")] = True,
+                                         "chunk (--no-resume starts afresh).", rich_help_panel=OUTPUT_PANEL)] = True,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per resumable chunk (with --engine ray: per Ray "
-                                            "task). Results do not depend on it or on --batch-size.")] = 65_536,
+                                            "task). Results do not depend on it or on --batch-size.",
+                                            rich_help_panel=OUTPUT_PANEL)] = 65_536,
     engine: Annotated[Engine, typer.Option(help="local: this process. ray: Ray Data map_batches over Parquet "
                                            "inputs, on the cluster at RAY_ADDRESS or a local Ray, into a folder of "
                                            "Parquet files, identical to the local engine's output (needs pip install "
                                            "'deepclust\\[ray]'; Ray retries failed tasks itself, so --resume does not "
-                                           "apply).")] = Engine.local,
+                                           "apply).", rich_help_panel=ENGINE_PANEL)] = Engine.local,
     actors: Annotated[Optional[int], typer.Option(min=1, help="--engine ray: scoring actors (each loads the bundle "
-                                                  "once). Default: Ray's autoscaling pool.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+                                                  "once). Default: Ray's autoscaling pool.",
+                                                  rich_help_panel=ENGINE_PANEL)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.",
+                                          rich_help_panel=OUTPUT_PANEL)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Score INPUT with a bundle: label and squared distance per row, streamed, any input size.

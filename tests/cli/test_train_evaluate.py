@@ -228,3 +228,14 @@ def test_train_help_lists_options_under_the_stage_they_configure():
         assert {o: panels.get(o) for o in options} == dict.fromkeys(options, panel)
     # Only what applies to every stage stays in the catch-all panel.
     assert {o for o, p in panels.items() if p == "Options"} == {"--seed", "--device", "--help"}
+
+
+def test_assign_help_groups_output_scoring_and_engine_options():
+    panels = _help_panels("assign")
+    expected = {
+        "Output": {"--output", "--soft", "--embeddings", "--resume", "--chunk-rows", "--overwrite"},
+        "Scoring": {"--batch-size", "--device", "--precision"},
+        "Engine": {"--engine", "--actors"},
+        "Options": {"--quiet", "--help"},
+    }
+    assert panels == {o: panel for panel, options in expected.items() for o in options}
