@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -55,15 +56,17 @@ class Reader:
             h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {"first": str(self.files[0].resolve()), "files": len(self.files), "stat_sha256": h.hexdigest()}
 
-    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS, start_row: int = 0) -> Iterator[Batch]:
+    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS, start_row: int = 0, *,
+                allow_empty: bool = False) -> Iterator[Batch]:
         """Yield validated float32 batches from row ``start_row`` on (a resumed job skips what it
-        has done); raise InputError on NaN/Inf, truncation, empty input."""
+        has done); raise InputError on NaN/Inf, truncation, and empty input unless
+        ``allow_empty`` (one empty part of a data set, as Spark writes them, is no error)."""
         seen = start_row
         for batch in self._batches(batch_rows, start_row):
             check_finite(batch.values, self.path, batch.start)
             seen += len(batch.values)
             yield batch
-        if seen == 0:
+        if seen == 0 and not allow_empty:
             raise InputError(f"{self.path}: empty input (no rows)")
         if self.n_rows is not None and seen != self.n_rows:
             raise InputError(f"{self.path}: truncated: read {seen} of {self.n_rows} rows")
@@ -79,11 +82,13 @@ def check_finite(values: np.ndarray, path, start: int) -> None:
 
 
 def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None = None,
-                label_column: str | None = None, ignore_columns: Sequence[str] = ()) -> Reader:
+                label_column: str | None = None, ignore_columns: Sequence[str] = (),
+                can_ignore: bool = True) -> Reader:
     """Open ``path`` by its format: .npy, .parquet, .csv (optionally .gz) or IDX (raw or .gz).
 
     ``feature_names`` (tabular inputs) selects and orders columns; otherwise every column but
-    ``label_column`` and ``ignore_columns`` is a feature and must be numeric.
+    ``label_column`` and ``ignore_columns`` is a feature and must be numeric (``can_ignore``:
+    the caller lets users ignore columns, so a non-numeric column's error suggests it).
     """
     path = Path(path)
     if not path.exists():
@@ -95,9 +100,9 @@ def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None 
         if name.endswith(".npy"):
             return NpyReader(path)
         if name.endswith((".parquet", ".pq")):
-            return ParquetReader(path, feature_names, label_column, ignore_columns)
+            return ParquetReader(path, feature_names, label_column, ignore_columns, can_ignore=can_ignore)
         if name.endswith((".csv", ".csv.gz")):
-            return CsvReader(path, feature_names, label_column, ignore_columns)
+            return CsvReader(path, feature_names, label_column, ignore_columns, can_ignore=can_ignore)
         if is_idx(path):
             return IdxReader(path)
     except PermissionError:
@@ -118,13 +123,16 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None) -> Reader
     readers: list[Reader] = []
     for path in paths:
         if not path.is_dir():
-            readers.append(open_reader(path, feature_names=feature_names))
+            readers.append(open_reader(path, feature_names=feature_names, can_ignore=False))
             continue
         files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")
                        and (f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)))
         if files:
-            readers.extend(open_reader(f, feature_names=feature_names) for f in files)
-        elif any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.rglob("*")):
+            found = [open_reader(f, feature_names=feature_names, can_ignore=False) for f in files]
+            # An MNIST-style folder holds label files beside the images: they are not rows.
+            samples = [r for r in found if not (isinstance(r, IdxReader) and r.is_labels)]
+            readers.extend(samples or found)
+        elif image_files(path):
             readers.append(ImageFolderReader(path))
         else:
             raise InputError(f"{path}: no .npy, .parquet, .csv, IDX or image files in this folder")
@@ -132,7 +140,8 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None) -> Reader
 
 
 class MultiReader(Reader):
-    """Several inputs read one after another as one sequence of rows."""
+    """Several inputs read one after another as one sequence of rows. Some may be empty
+    (Spark writes empty part files); not all."""
 
     def __init__(self, readers: Sequence[Reader]):
         self.readers = list(readers)
@@ -148,7 +157,8 @@ class MultiReader(Reader):
     def files(self) -> list[Path]:
         return [f for r in self.readers for f in r.files]
 
-    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS, start_row: int = 0) -> Iterator[Batch]:
+    def batches(self, batch_rows: int = DEFAULT_BATCH_ROWS, start_row: int = 0, *,
+                allow_empty: bool = False) -> Iterator[Batch]:
         offset = 0  # rows before the current reader
         for r in self.readers:
             if r.n_rows is not None and offset + r.n_rows <= start_row:
@@ -157,7 +167,7 @@ class MultiReader(Reader):
             # Known length: seek to the first row wanted. Unknown (CSV): read and drop rows.
             local_start = max(start_row - offset, 0) if r.n_rows is not None else 0
             rows = local_start
-            for b in r.batches(batch_rows, start_row=local_start):
+            for b in r.batches(batch_rows, start_row=local_start, allow_empty=True):
                 first, n = offset + b.start, len(b.values)
                 rows = b.start + n
                 skip = max(start_row - first, 0)
@@ -165,6 +175,8 @@ class MultiReader(Reader):
                     yield Batch(first + skip, b.values[skip:],
                                 b.labels[skip:] if b.labels is not None else None)
             offset += r.n_rows if r.n_rows is not None else rows
+        if offset == 0 and not allow_empty:
+            raise InputError(f"{self.path}: empty input (no rows in any of its {len(self.readers)} files)")
 
 
 # --- .npy ---------------------------------------------------------------------------------
@@ -202,7 +214,7 @@ class NpyReader(Reader):
             )
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
-        width = self.n_values
+        width, batch_rows = self.n_values, max(min(batch_rows, self.n_rows - start_row), 1)
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = raw if self.dtype == np.float32 else np.empty(batch_rows * width, dtype=np.float32)
         with open(self.path, "rb", buffering=0) as f:
@@ -275,9 +287,10 @@ class IdxReader(Reader):
             raise InputError(f"{path}: unreadable IDX file ({e})") from None
         self.n_rows = dims[0]
         self.sample_shape = dims[1:] or (1,)
+        self.is_labels = len(dims) == 1  # one value per row: MNIST's label files
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
-        width = self.n_values
+        width, batch_rows = self.n_values, max(min(batch_rows, self.n_rows - start_row), 1)
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = np.empty(batch_rows * width, dtype=np.float32)
         try:
@@ -312,10 +325,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 # --- tabular: Parquet and CSV -----------------------------------------------------------------
 
-def _select_columns(path, schema_names, types, feature_names, label_column, ignore_columns):
+def _select_columns(path, schema_names, types, feature_names, label_column, ignore_columns, *,
+                    can_ignore: bool = True):
+    """The feature columns, checked. ``can_ignore``: the caller has an --ignore-column to offer."""
     import pyarrow as pa
 
     names = list(schema_names)
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise InputError(f"{path}: column names repeat ({', '.join(map(repr, repeated[:5]))}); each column "
+                         "needs its own name")
     for col in [label_column, *ignore_columns]:
         if col is not None and col not in names:
             raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(names[:20])})")
@@ -332,7 +351,14 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
         t = types[names.index(c)]
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                 or pa.types.is_null(t) or pa.types.is_decimal(t)):
-            raise InputError(f"{path}: column {c!r} is {t}, not numeric (pass --ignore-column {c} to skip it)")
+            if any(sep in c for sep in ";\t|") and len(features) == 1:
+                hint = " (is the file separated by something other than commas? CSV inputs use commas)"
+            elif feature_names is not None:
+                hint = " (the model was trained on it as a number)"
+            else:
+                hint = f" (pass --ignore-column {c} to skip it)" if can_ignore else \
+                    " (the model reads every column as a feature: remove it from the input)"
+            raise InputError(f"{path}: column {c!r} is {t}, not numeric{hint}")
     return features
 
 
@@ -356,35 +382,59 @@ def _table_to_batch(path, table, features, label_column, start) -> Batch:
     return Batch(start, values, labels)
 
 
+def pandas_index_columns(schema) -> list[str]:
+    """Columns pandas' ``to_parquet`` stored its index in (``__index_level_0__`` for a filtered
+    frame): row labels, not features."""
+    try:
+        meta = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+    except ValueError:
+        return []
+    return [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+
+
 class ParquetReader(Reader):
-    def __init__(self, path, feature_names, label_column, ignore_columns):
+    """Reads row groups in batches. The file is opened per pass, not held: a data set may have
+    more parts than the process may have open files."""
+
+    def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True):
         import pyarrow.parquet as pq
 
         self.path = path
         try:
-            self._file = pq.ParquetFile(path)
+            with pq.ParquetFile(path) as f:
+                schema, self._metadata = f.schema_arrow, f.metadata
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants
             raise InputError(f"{path}: not a readable Parquet file ({_short(e)})") from None
-        schema = self._file.schema_arrow
+        index = [c for c in pandas_index_columns(schema) if c != label_column and c not in ignore_columns]
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
-                                        ignore_columns)
+                                        [*ignore_columns, *index], can_ignore=can_ignore)
         self.label_column = label_column
         self.has_labels = label_column is not None
-        self.n_rows = self._file.metadata.num_rows
+        self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
+        import pyarrow.parquet as pq
+
+        try:
+            file = pq.ParquetFile(self.path)
+        except Exception as e:
+            raise InputError(f"{self.path}: not a readable Parquet file ({_short(e)})") from None
+        with file:
+            yield from self._row_groups(file, batch_rows, start_row)
+
+    def _row_groups(self, file, batch_rows: int, start_row: int) -> Iterator[Batch]:
         import pyarrow as pa
 
         columns = self.features + ([self.label_column] if self.label_column else [])
         start = 0
-        for rg in range(self._file.num_row_groups):
-            rg_rows = self._file.metadata.row_group(rg).num_rows
+        for rg in range(self._metadata.num_row_groups):
+            rg_rows = self._metadata.row_group(rg).num_rows
             if start + rg_rows <= start_row:  # done before: skip without decoding
                 start += rg_rows
                 continue
             try:
-                for rb in self._file.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=columns):
+                for rb in file.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=columns):
                     if start < start_row:
                         skip = min(start_row - start, rb.num_rows)
                         rb, start = rb.slice(skip), start + skip
@@ -400,14 +450,27 @@ class ParquetReader(Reader):
 
 
 class CsvReader(Reader):
-    def __init__(self, path, feature_names, label_column, ignore_columns):
+    """Comma-separated rows with a header line, or without one: a first line of numbers only
+    (as ``numpy.savetxt`` writes) is a row, and the columns are named "0", "1", ... as pandas
+    names a frame's columns by default."""
+
+    def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True):
+        import pyarrow as pa
+
         self.path = path
         self._feature_names, self.label_column = feature_names, label_column
         self.has_labels = label_column is not None
-        reader = self._open()
-        schema = reader.schema
+        self._column_names = None
+        schema = self._open().schema
+        if _is_data_row(schema.names):
+            self._column_names = [str(i) for i in range(len(schema.names))]
+            schema = self._open().schema
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
-                                        ignore_columns)
+                                        ignore_columns, can_ignore=can_ignore)
+        # Types are inferred from the first block only: read features as float64 so that a
+        # later "1.5" in a column of integers is a value, not an error (booleans stay booleans).
+        self._types = {c: pa.float64() for c in self.features
+                       if not pa.types.is_boolean(schema.types[schema.names.index(c)])}
         self.n_rows = None
         self.sample_shape = (len(self.features),)
 
@@ -415,7 +478,8 @@ class CsvReader(Reader):
         import pyarrow.csv as pcsv
 
         try:
-            return pcsv.open_csv(self.path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+            return pcsv.open_csv(self.path, read_options=pcsv.ReadOptions(block_size=1 << 22,
+                                                                          column_names=self._column_names),
                                  convert_options=pcsv.ConvertOptions(column_types=column_types))
         except Exception as e:
             raise InputError(f"{self.path}: not a readable CSV file ({_short(e)})") from None
@@ -423,9 +487,7 @@ class CsvReader(Reader):
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
         import pyarrow as pa
 
-        # Types are inferred from the first block only: read features as float64 so that a
-        # later "1.5" in a column of integers is a value, not an error.
-        reader = self._open({c: pa.float64() for c in self.features})
+        reader = self._open(self._types)
         start = 0
         while True:
             try:
@@ -443,6 +505,19 @@ class CsvReader(Reader):
                 start += part.num_rows
 
 
+def _is_data_row(names: Sequence[str]) -> bool:
+    """Whether a CSV's first line is a row of numbers rather than a header. Column names
+    "0", "1", ..., "n-1" are pandas' defaults (``DataFrame.to_csv``), so those are a header."""
+    if list(names) == [str(i) for i in range(len(names))]:
+        return False
+    for name in names:
+        try:
+            float(name)
+        except ValueError:
+            return False
+    return True
+
+
 def _short(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
@@ -450,8 +525,10 @@ def _short(e: Exception) -> str:
 # --- image folders ------------------------------------------------------------------------------
 
 def image_files(folder: Path) -> list[Path]:
-    """PNG and JPEG files under ``folder``, recursively, in a stable (sorted) order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """PNG and JPEG files under ``folder``, recursively, in a stable (sorted) order; hidden
+    files and folders (``.ipynb_checkpoints``, macOS' ``._*``) are not images of the set."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -462,7 +539,10 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError("image inputs need Pillow: pip install pillow") from None
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if im.mode in ("L", "1", "P", "I;16") else "RGB")
+            if im.mode.startswith("I;16"):  # 16-bit grey: scale to 8 bits (convert("L") would clip)
+                wide = np.asarray(im, dtype=np.uint16)
+                return ((wide.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+            im = im.convert("L" if im.mode in ("L", "1", "P") else "RGB")
             return np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: unreadable image ({_short(e)})") from None
@@ -484,7 +564,7 @@ class ImageFolderReader(Reader):
         return self._files
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
-        out = np.empty((batch_rows, self.n_values), dtype=np.float32)
+        out = np.empty((max(min(batch_rows, self.n_rows - start_row), 1), self.n_values), dtype=np.float32)
         for start in range(start_row, self.n_rows, batch_rows):
             n = min(batch_rows, self.n_rows - start)
             for i, f in enumerate(self._files[start:start + n]):

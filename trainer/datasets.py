@@ -248,6 +248,8 @@ def _load_npz(path: Path) -> Dataset:
         raise InputError(f"{path}: array {xk} has dtype {x.dtype}, not numeric")
     if len(x) == 0:
         raise InputError(f"{path}: empty input (no rows)")
+    if y is not None and (y.ndim == 0 or len(y) != len(x)):
+        raise InputError(f"{path}: {yk} has shape {y.shape}, but {xk} has {len(x)} rows (one label per row)")
     check_finite(x.reshape(len(x), -1), path, 0)
     return Dataset(path.stem, x, _encode_labels(y) if y is not None else None, _array_preprocessing(x))
 

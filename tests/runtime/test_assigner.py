@@ -1,5 +1,6 @@
 """The Assigner against independent numpy computations (no torch)."""
 
+import json
 import threading
 
 import numpy as np
@@ -105,3 +106,18 @@ def test_thread_safe_scoring(assigner, digits_rows):
         t.join()
     assert not errors and len(results) == 20
     assert all(np.array_equal(r, expected) for r in results)
+
+
+def test_a_data_frame_is_read_by_column_name_when_the_model_names_its_features(bundle_copy, digits_rows):
+    pd = pytest.importorskip("pandas")
+    names = [f"p{j}" for j in range(64)]
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["input"].update(feature_names=names, sample_shape=[64])  # as a bundle trained on a table
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    a = Assigner.load(bundle_copy, device="cpu", precision="fp32")
+    expected = a.assign(digits_rows).labels
+    frame = pd.DataFrame(digits_rows, columns=names)
+    reordered = frame[names[::-1]].assign(segment="x")  # another column order and a column that is no feature
+    np.testing.assert_array_equal(a.assign(reordered).labels, expected)
+    with pytest.raises(InputError, match="missing feature columns the model expects: p0"):
+        a.assign(frame.drop(columns="p0"))

@@ -1,5 +1,6 @@
 """Streaming readers: same values as a full load, bounded buffers, clear errors."""
 
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -8,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deepclust.runtime.errors import InputError
-from deepclust.runtime.readers import open_reader, read_idx
+from deepclust.runtime.readers import open_inputs, open_reader, read_idx, read_image
 
 from ..conftest import write_idx
 
@@ -160,3 +161,61 @@ def test_reading_from_a_start_row_gives_the_rest_of_the_rows(tmp_path, fmt, star
     got = np.concatenate([v for _, v in batches]) if batches else np.empty((0, 4), np.float32)
     np.testing.assert_array_equal(got, x[start_row:].astype(np.float32))
     assert [s for s, _ in batches] == list(np.cumsum([start_row] + [len(v) for _, v in batches])[:-1])
+
+
+def test_csv_without_a_header_reads_its_first_line_as_a_row(tmp_path):
+    x = np.random.default_rng(0).integers(0, 17, (20, 4)).astype(np.float32)
+    x[0] = 3  # a first line of repeated values: as names they would clash
+    np.savetxt(tmp_path / "t.csv", x, delimiter=",", fmt="%g")
+    r = open_reader(tmp_path / "t.csv")
+    assert r.features == ["0", "1", "2", "3"]  # pandas' names for a frame's columns
+    np.testing.assert_array_equal(_read_all(r), x)
+
+
+def test_csv_header_of_pandas_default_names_is_a_header(tmp_path):
+    (tmp_path / "t.csv").write_text("0,1,2\n5,6,7\n")  # DataFrame(x).to_csv(index=False)
+    r = open_reader(tmp_path / "t.csv")
+    assert r.features == ["0", "1", "2"]
+    np.testing.assert_array_equal(_read_all(r), [[5, 6, 7]])
+
+
+def test_repeated_column_names_are_refused(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(InputError, match=r"t.csv: column names repeat \('a'\)"):
+        open_reader(tmp_path / "t.csv")
+
+
+def test_csv_booleans_read_as_zero_and_one(tmp_path):
+    (tmp_path / "t.csv").write_text("a,flag\n1.5,true\n2,false\n")
+    np.testing.assert_array_equal(_read_all(open_reader(tmp_path / "t.csv")), [[1.5, 1], [2, 0]])
+
+
+def test_pandas_index_column_in_parquet_is_not_a_feature(tmp_path):
+    # what DataFrame.to_parquet writes for a filtered frame: its index as a column, named in metadata
+    meta = {b"pandas": json.dumps({"index_columns": ["__index_level_0__"], "columns": []}).encode()}
+    t = pa.table({"a": [1.0, 2.0], "b": [3.0, 4.0], "__index_level_0__": [7, 9]}).replace_schema_metadata(meta)
+    pq.write_table(t, tmp_path / "t.parquet")
+    r = open_reader(tmp_path / "t.parquet")
+    assert r.features == ["a", "b"]
+    np.testing.assert_array_equal(_read_all(r), [[1, 3], [2, 4]])
+
+
+def test_non_numeric_column_hint_fits_the_caller(tmp_path):
+    (tmp_path / "t.csv").write_text("a,name\n1,foo\n")
+    with pytest.raises(InputError, match="pass --ignore-column name"):
+        open_reader(tmp_path / "t.csv")
+    with pytest.raises(InputError, match="remove it from the input") as e:  # assign has no --ignore-column
+        open_inputs(tmp_path / "t.csv")
+    assert "--ignore-column" not in str(e.value)
+    (tmp_path / "s.csv").write_text("a;b\n1;2\n")
+    with pytest.raises(InputError, match="separated by something other than commas"):
+        open_inputs(tmp_path / "s.csv")
+
+
+def test_16_bit_grey_png_is_scaled_to_8_bits(tmp_path):
+    from PIL import Image
+
+    v = np.arange(64, dtype=np.uint16).reshape(8, 8) * 4
+    Image.fromarray(v * 257).save(tmp_path / "i16.png")  # the same picture at 16 bits
+    assert Image.open(tmp_path / "i16.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_image(tmp_path / "i16.png"), v)
