@@ -417,7 +417,8 @@ def assign(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run of the same job from its last finished "
                                          "chunk (--no-resume starts afresh).", rich_help_panel=OUTPUT_PANEL)] = True,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per resumable chunk (with --engine ray: per Ray "
-                                            "task). Results do not depend on it or on --batch-size.",
+                                            "task), rounded up to whole encoder calls of 1,024 rows. Results do "
+                                            "not depend on it or on --batch-size.",
                                             rich_help_panel=OUTPUT_PANEL)] = 65_536,
     engine: Annotated[Engine, typer.Option(help="local: this process. ray: Ray Data map_batches over Parquet "
                                            "inputs, on the cluster at RAY_ADDRESS or a local Ray, into a folder of "
@@ -489,6 +490,8 @@ def evaluate(
                       feature_names=assigner.manifest.input.feature_names)
     if ds.y is None:
         raise DeepclustError(f"{data}: has no labels to evaluate against (tabular data: pass --label-column)")
+    if int(np.prod(ds.x.shape[1:])) != assigner.manifest.input.n_features:
+        raise DeepclustError(assigner.shape_error(data, ds.x.shape[1:]))
     labels = np.concatenate([assigner.assign(ds.x[s:s + 65536]).labels for s in range(0, len(ds.x), 65536)])
     scores = {"n_samples": int(len(labels)), **clustering_scores(ds.y, labels)}
     if as_json:

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .assigner import DEFAULT_BATCH_SIZE as CALL_ROWS
 from .assigner import Assigner, choose_precision
 from .bundle import MANIFEST, Bundle, load_bundle
 from .errors import DeepclustError, InputError
 from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
-from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, scoring_calls
+from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, aligned_chunk_rows, scoring_calls
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -141,7 +142,8 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     """
     output_dir = Path(output_dir)
     bundle = load_bundle(bundle_path)
-    chunks, total_rows = _plan_chunks(inputs, bundle, int(chunk_rows))
+    chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
+    chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows)
     if output_dir.exists() and not overwrite:
         raise InputError(f"{output_dir}: already exists (pass --overwrite to replace it)")
     if not output_dir.parent.exists():

@@ -10,7 +10,12 @@ renamed into place. So:
 - an interrupted run (Ctrl-C, kill, crash) restarted with the same arguments skips the chunks
   it has and writes a file byte-identical to an uninterrupted run's (both are assembled the
   same way from the same chunks);
-- bad input stops the job with an error naming the chunk, and removes the work folder.
+- bad input stops the job with an error naming the file and row, and removes the work folder;
+- a second run writing the same output at the same time is refused, whatever its options.
+
+Chunks are whole numbers of encoder calls (``chunk_rows`` is rounded up to a multiple of the
+call size), so the calls, and with them the results to the last bit, do not depend on
+``chunk_rows`` or on the read batch size.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
     ``on_progress(rows_done, total_rows_or_None)`` is called after each batch."""
     output = Path(output_path)
     manifest = assigner.manifest
+    chunk_rows = aligned_chunk_rows(chunk_rows, assigner.batch_size)
     reader = open_inputs(inputs, feature_names=manifest.input.feature_names)
     if reader.n_values != manifest.input.n_features:
         raise InputError(assigner.shape_error(reader.path, reader.sample_shape))
@@ -112,10 +118,9 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
                     on_progress(row, reader.n_rows)
             if parts:
                 folder.save_chunk(row // chunk_rows, parts)
-        except InputError as e:
-            folder.discard()
-            chunk = row // chunk_rows
-            raise InputError(f"chunk {chunk} (rows {chunk * chunk_rows}-{(chunk + 1) * chunk_rows - 1}): {e}") from None
+        except InputError:
+            folder.discard()  # the reader's message names the file and the row
+            raise
         except KeyboardInterrupt:
             raise Interrupted(output, row - row % chunk_rows, reader.n_rows) from None
         writer = ResultWriter(output, k=manifest.k, latent_dim=manifest.latent_dim, soft=soft,
@@ -125,6 +130,13 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
                 writer.write(*arrays)
         folder.discard()
     return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=output, resumed_rows=start)
+
+
+def aligned_chunk_rows(chunk_rows: int, call_rows: int) -> int:
+    """``chunk_rows`` rounded up to a whole number of encoder calls of ``call_rows`` rows."""
+    if chunk_rows < 1 or call_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows} and call_rows={call_rows} should be >= 1")
+    return -(-int(chunk_rows) // int(call_rows)) * int(call_rows)
 
 
 def scoring_calls(values: Iterable[np.ndarray], start_row: int, call_rows: int,
@@ -174,26 +186,27 @@ class _JobFolder:
         self._lock = None
 
     def __enter__(self) -> "_JobFolder":
-        spec = self.path / "job.json"
-        if self.path.exists():
-            same = False
-            try:
-                same = json.loads(spec.read_text()) == self.job
-            except (OSError, ValueError):
-                pass
-            if not (same and self.resume):
-                if self.resume:
-                    log.warning("%s: left by a run with other arguments or inputs; starting afresh", self.path)
-                shutil.rmtree(self.path)
+        # Lock first: what is in the folder may belong to a run still writing it.
         self.path.mkdir(exist_ok=True)
         self._lock = open(self.path / "lock", "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            self._lock.close()
             if e.errno in (errno.EAGAIN, errno.EACCES):
                 raise InputError(f"{self.path}: another deepclust assign is writing this output now") from None
             raise
-        if not spec.exists():
+        spec = self.path / "job.json"
+        same, left = False, [p for p in self.path.iterdir() if p.name != "lock"]
+        try:
+            same = json.loads(spec.read_text()) == self.job
+        except (OSError, ValueError):
+            pass
+        if not (same and self.resume):
+            if self.resume and left:
+                log.warning("%s: left by a run with other arguments or inputs; starting afresh", self.path)
+            for p in left:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
             _atomic_write(spec, json.dumps(self.job, indent=1).encode())
         return self
 

@@ -39,6 +39,8 @@ class ResultWriter:
         suffix = path.suffix.lower()
         if suffix not in FORMATS:
             raise InputError(f"{path}: unknown output format {suffix or '(none)'} (use .parquet, .npy or .csv)")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; the output is one {suffix} file")
         if path.exists() and not overwrite:
             raise InputError(f"{path}: already exists (pass --overwrite to replace it)")
         if not path.parent.exists():

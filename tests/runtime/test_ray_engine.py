@@ -40,14 +40,16 @@ def _write_parts(folder, x, *, files=3, row_group_size=90):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_ray_job_equals_the_local_engine_row_for_row(tmp_path, reference_bundle, rows, precision):
-    src = _write_parts(tmp_path / "in", rows)
+    x = np.concatenate([rows] * 3)
+    src = _write_parts(tmp_path / "in", x)
     local, remote = tmp_path / "local.parquet", tmp_path / "ray_out"
     assigner = Assigner.load(reference_bundle, device="cpu", precision=precision)
-    # chunks of 150 rows cross row groups and files; a different read batch size on each side
-    score_file(assigner, src, local, soft=True, embeddings=True, chunk_rows=150, batch_rows=64)
+    # chunks (1,000 rows, rounded up to whole encoder calls: 1,024) cross row groups and files;
+    # a different read batch size on each side
+    score_file(assigner, src, local, soft=True, embeddings=True, chunk_rows=1000, batch_rows=64)
     report = score_parquet_with_ray(reference_bundle, src, remote, soft=True, embeddings=True, batch_size=128,
-                                    concurrency=2, precision=precision, chunk_rows=150, rows_per_file=200)
-    assert report.rows == len(rows) and remote.is_dir()
+                                    concurrency=2, precision=precision, chunk_rows=1000, rows_per_file=200)
+    assert report.rows == len(x) and remote.is_dir()
     assert len(list(remote.glob("part-*.parquet"))) > 1  # really split across tasks
     expected, got = pq.read_table(local), pq.read_table(remote)
     assert got.schema.equals(expected.schema)

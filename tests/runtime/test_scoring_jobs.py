@@ -12,15 +12,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deepclust.runtime import Assigner, InputError, Interrupted, score_file
+from deepclust.runtime import Assigner, InputError, Interrupted, open_inputs, score_file
 from deepclust.runtime.scoring import work_dir_for
+
+from ..conftest import write_idx
 
 CHUNK = 128  # small chunks so a few hundred rows make several
 
 
 @pytest.fixture(scope="module")
 def assigner(reference_bundle):
-    return Assigner.load(reference_bundle, device="cpu", precision="fp32")
+    # encoder calls of 64 rows: chunks are whole calls, so CHUNK stays 128
+    return Assigner.load(reference_bundle, device="cpu", precision="fp32", batch_size=64)
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def test_a_killed_process_resumes_to_a_byte_identical_output(tmp_path, assigner,
     script = textwrap.dedent(f"""
         import os, signal
         from deepclust.runtime import Assigner, score_file
-        a = Assigner.load({str(reference_bundle)!r}, device="cpu", precision="fp32")
+        a = Assigner.load({str(reference_bundle)!r}, device="cpu", precision="fp32", batch_size=64)
         def hook(done, total):
             if done >= 5 * {CHUNK}:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -76,14 +79,15 @@ def test_a_killed_process_resumes_to_a_byte_identical_output(tmp_path, assigner,
     assert killed.read_bytes() == whole.read_bytes()
 
 
-def test_output_bytes_do_not_depend_on_the_read_batch_size(tmp_path, reference_bundle, rows):
+def test_output_bytes_do_not_depend_on_the_read_batch_size_or_the_chunk_size(tmp_path, reference_bundle, rows):
     src, x = rows
     # small encoder calls and chunks that do not divide the input, so every cut lands somewhere new
     a = Assigner.load(reference_bundle, device="cpu", precision="fp32", batch_size=100)
     outputs = []
-    for batch_rows in (1, 7, 64, 333, 4096):
-        out = tmp_path / f"out{batch_rows}.npy"
-        score_file(a, src, out, soft=True, embeddings=True, chunk_rows=250, batch_rows=batch_rows)
+    for batch_rows, chunk_rows in ((1, 250), (7, 250), (64, 250), (333, 250), (4096, 250), (64, 1), (64, 777),
+                                   (333, 100_000)):
+        out = tmp_path / f"out{batch_rows}-{chunk_rows}.npy"
+        score_file(a, src, out, soft=True, embeddings=True, chunk_rows=chunk_rows, batch_rows=batch_rows)
         outputs.append(out.read_bytes())
     assert all(o == outputs[0] for o in outputs[1:])
 
@@ -132,7 +136,7 @@ def test_a_second_process_on_the_same_job_is_refused(tmp_path, assigner, rows):
     assert not out.exists()
 
 
-def test_corrupt_parquet_row_group_mid_file_names_the_chunk(tmp_path, assigner, digits_rows):
+def test_corrupt_parquet_row_group_mid_file_names_the_file_and_row_group(tmp_path, assigner, digits_rows):
     src = tmp_path / "in.parquet"
     table = pa.table({f"f{j}": digits_rows[:, j] for j in range(64)})
     pq.write_table(table, src, row_group_size=50, compression="NONE")
@@ -147,11 +151,11 @@ def test_corrupt_parquet_row_group_mid_file_names_the_chunk(tmp_path, assigner, 
     out = tmp_path / "out.parquet"
     with pytest.raises(InputError) as e:
         score_file(assigner, src, out, chunk_rows=CHUNK, batch_rows=50)
-    assert "chunk 1 (rows 128-255)" in str(e.value) and "row group 4" in str(e.value)
+    assert str(e.value).startswith(f"{src}: row group 4 (from row 200) is corrupt")
     assert not out.exists() and not work_dir_for(out).exists()
 
 
-def test_npy_truncated_while_the_job_runs_names_the_chunk(tmp_path, assigner, rows):
+def test_npy_truncated_while_the_job_runs_names_the_file_and_rows(tmp_path, assigner, rows):
     src, x = rows
     out = tmp_path / "out.npy"
 
@@ -162,7 +166,7 @@ def test_npy_truncated_while_the_job_runs_names_the_chunk(tmp_path, assigner, ro
 
     with pytest.raises(InputError) as e:
         score_file(assigner, src, out, chunk_rows=CHUNK, batch_rows=CHUNK, on_progress=truncate_after_first_chunk)
-    assert "chunk 3 (rows 384-511)" in str(e.value) and "truncated" in str(e.value)
+    assert str(e.value) == f"{src}: truncated in rows 384-511"
     assert not out.exists() and not work_dir_for(out).exists()
 
 
@@ -219,3 +223,85 @@ def test_job_fingerprint_is_plain_json(tmp_path, assigner, rows):
         score_file(assigner, src, out, chunk_rows=CHUNK, on_progress=_interrupt_after(300))
     job = json.loads((work_dir_for(out) / "job.json").read_text())
     assert job["chunk_rows"] == CHUNK and job["precision"] == "fp32" and job["inputs"]["files"] == 1
+
+
+def test_a_run_with_other_arguments_leaves_a_running_job_alone(tmp_path, assigner, rows):
+    src, _ = rows
+    out = tmp_path / "out.npy"
+    with pytest.raises(Interrupted):
+        score_file(assigner, src, out, chunk_rows=CHUNK, on_progress=_interrupt_after(300))
+    chunks = sorted(p.name for p in work_dir_for(out).glob("chunk-*.npz"))
+    with open(work_dir_for(out) / "lock", "w") as held:  # the first run, still writing
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="another deepclust assign is writing this output"):
+            score_file(assigner, src, out, chunk_rows=CHUNK, embeddings=True)
+    assert sorted(p.name for p in work_dir_for(out).glob("chunk-*.npz")) == chunks and chunks
+
+
+def test_empty_parts_of_a_data_set_folder_are_skipped(tmp_path, assigner, digits_rows):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    cols = [f"f{j}" for j in range(64)]
+    for i, part in enumerate([digits_rows[:100], digits_rows[:0], digits_rows[100:]]):  # Spark writes empty parts
+        pq.write_table(pa.table({c: part[:, j] for j, c in enumerate(cols)}), folder / f"part-{i}.parquet")
+    score_file(assigner, folder, tmp_path / "out.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(digits_rows).labels)
+    for f in folder.iterdir():
+        pq.write_table(pq.read_table(f).slice(0, 0), f)
+    with pytest.raises(InputError, match="empty input"):
+        score_file(assigner, folder, tmp_path / "out2.npy")
+
+
+def test_a_data_set_folder_is_read_without_holding_its_files_open(tmp_path, assigner, digits_rows):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    cols = [f"f{j}" for j in range(64)]
+    for i in range(60):
+        part = digits_rows[i * 5:(i + 1) * 5]
+        pq.write_table(pa.table({c: part[:, j] for j, c in enumerate(cols)}), folder / f"part-{i:03d}.parquet")
+    before = len(os.listdir("/proc/self/fd"))
+    reader = open_inputs(folder)
+    assert len(os.listdir("/proc/self/fd")) - before < 5  # not one per part: ulimit -n is often 1,024
+    assert reader.n_rows == 300
+    score_file(assigner, folder, tmp_path / "out.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(digits_rows).labels)
+
+
+def test_an_mnist_style_folder_scores_its_images_not_its_label_files(tmp_path, assigner, digits_rows):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    images = digits_rows.reshape(-1, 8, 8).astype(np.uint8)
+    write_idx(folder / "t10k-images-idx3-ubyte", images[:100])
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.arange(100) % 10)
+    write_idx(folder / "train-images-idx3-ubyte", images[100:])
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(200) % 10)
+    score_file(assigner, folder, tmp_path / "out.npy")  # name order: t10k, then train
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(images).labels)
+
+
+def test_hidden_files_in_an_image_folder_are_not_images(tmp_path, assigner, digits_rows):
+    from PIL import Image
+
+    images = digits_rows[:6].reshape(6, 8, 8).astype(np.uint8)
+    folder = tmp_path / "img"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img, mode="L").save(folder / f"{i}.png")
+    Image.fromarray(images[0], mode="L").save(folder / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (folder / "._0.png").write_bytes(b"\0\5\26\7 macOS resource fork")
+    score_file(assigner, folder, tmp_path / "out.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(images).labels)
+
+
+def test_a_folder_as_output_is_refused_before_scoring(tmp_path, assigner, rows):
+    src, _ = rows
+    (tmp_path / "out.parquet").mkdir()
+    with pytest.raises(InputError, match="out.parquet: is a folder"):
+        score_file(assigner, src, tmp_path / "out.parquet", overwrite=True)
+    assert not work_dir_for(tmp_path / "out.parquet").exists()
+
+
+def test_a_read_batch_larger_than_the_input_needs_no_more_memory_than_the_input(tmp_path, assigner, rows):
+    src, x = rows
+    score_file(assigner, src, tmp_path / "out.npy", batch_rows=1 << 40)  # a 2^40-row buffer would not fit
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(x).labels)
