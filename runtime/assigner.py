@@ -51,7 +51,8 @@ def choose_precision(manifest: Manifest, precision: str = "auto") -> str:
         raise InputError(f"precision={precision!r} should be one of {', '.join(PRECISIONS)}")
     has_int8 = PIPELINE_INT8 in manifest.files
     if precision == "int8" and not has_int8:
-        raise InputError("this bundle has no int8 pipeline (export it with `deepclust train ... --int8`)")
+        raise InputError("this bundle has no int8 pipeline (Gaussian-mixture and --student head bundles, and those "
+                         "trained with --no-int8, have none): use --precision fp32 or auto")
     if precision == "auto":
         agreement = manifest.checks.get("int8", {}).get("label_agreement", 0.0)
         return "int8" if has_int8 and agreement >= FAST_PATH_MIN_AGREEMENT else "fp32"
