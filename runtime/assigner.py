@@ -46,16 +46,17 @@ class Assignment:
 
 def choose_precision(manifest: Manifest, precision: str = "auto") -> str:
     """"fp32" or "int8": int8 when asked, or under "auto" when the bundle recorded that its int8
-    pipeline agrees with fp32 on at least FAST_PATH_MIN_AGREEMENT of the rows it was checked on."""
+    pipeline agrees with fp32 on at least FAST_PATH_MIN_AGREEMENT of held-out rows."""
     if precision not in PRECISIONS:
         raise InputError(f"precision={precision!r} should be one of {', '.join(PRECISIONS)}")
     has_int8 = PIPELINE_INT8 in manifest.files
     if precision == "int8" and not has_int8:
         raise InputError("this bundle has no int8 pipeline (Gaussian-mixture and --student head bundles, and those "
                          "trained with --no-int8, have none): use --precision fp32 or auto")
-    if precision == "auto":
-        agreement = manifest.checks.get("int8", {}).get("label_agreement", 0.0)
-        return "int8" if has_int8 and agreement >= FAST_PATH_MIN_AGREEMENT else "fp32"
+    if precision == "auto":  # trusted only when measured on rows the calibration did not see
+        check = manifest.checks.get("int8", {})
+        trusted = check.get("held_out", True) and check.get("label_agreement", 0.0) >= FAST_PATH_MIN_AGREEMENT
+        return "int8" if has_int8 and trusted else "fp32"
     return precision
 
 

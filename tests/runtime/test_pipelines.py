@@ -20,8 +20,9 @@ def _without(bundle: Bundle, *names) -> Bundle:
     return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, files=files))
 
 
-def _with_int8_agreement(bundle: Bundle, agreement: float) -> Bundle:
-    checks = {**bundle.manifest.checks, "int8": {**bundle.manifest.checks["int8"], "label_agreement": agreement}}
+def _with_int8_agreement(bundle: Bundle, agreement: float, held_out: bool = True) -> Bundle:
+    checks = {**bundle.manifest.checks, "int8": {**bundle.manifest.checks["int8"], "label_agreement": agreement,
+                                                 "held_out": held_out}}
     return dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, checks=checks))
 
 
@@ -75,6 +76,8 @@ def test_auto_precision_follows_the_recorded_agreement(bundle):
     assert choose_precision(_with_int8_agreement(bundle, FAST_PATH_MIN_AGREEMENT).manifest) == "int8"
     assert choose_precision(_with_int8_agreement(bundle, FAST_PATH_MIN_AGREEMENT - 1e-4).manifest) == "fp32"
     assert choose_precision(_without(bundle, PIPELINE_INT8).manifest) == "fp32"
+    # measured on the rows it was calibrated on (a tiny training set): not evidence enough for auto
+    assert choose_precision(_with_int8_agreement(bundle, 1.0, held_out=False).manifest) == "fp32"
     assert Assigner(_with_int8_agreement(bundle, 0.9), device="cpu").precision == "fp32"
     assert choose_precision(_with_int8_agreement(bundle, 0.9).manifest, "int8") == "int8"  # asked for
 
