@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from enum import Enum
@@ -124,7 +125,7 @@ class Method(str, Enum):
 
 DEVICE_HELP = "Where to run: auto (GPU when present), cpu or cuda."
 PRECISION_HELP = ("Scoring precision: fp32 (exact), int8 (the bundle's calibrated fast pipeline), or auto: int8 when "
-                  "the bundle recorded >= 99.5% label agreement with fp32, else fp32.")
+                  "the bundle recorded >= 99.5% label agreement with fp32 on held-out rows, else fp32.")
 DeviceOption = Annotated[Device, typer.Option("--device", help=DEVICE_HELP)]
 PrecisionOption = Annotated[Precision, typer.Option(help=PRECISION_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.",
@@ -141,11 +142,16 @@ def friendly_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+            return result
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:  # the reader left (`deepclust inspect M --json | head`): stop quietly, as rich does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail
+            raise typer.Exit(code=1) from None
         except KeyboardInterrupt as e:  # Ctrl-C: one line, the conventional exit code
-            err.print(Text(str(e or "interrupted"), style="yellow"), highlight=False, soft_wrap=True)
+            err.print(Text(str(e) or "interrupted", style="yellow"), highlight=False, soft_wrap=True)
             raise typer.Exit(code=130) from None
         except DeepclustError as e:
             if _state["debug"]:
@@ -184,6 +190,20 @@ def _parse_widths(text: str, option: str, example: str) -> tuple[int, ...]:
     return widths
 
 
+def _positive(value: float) -> float:
+    """--lr's bound, which is open: typer's min= shows and allows the bound itself."""
+    if not value > 0:
+        raise typer.BadParameter("Input should be greater than 0")
+    return value
+
+
+def _below_one(value: float) -> float:
+    """--tol's bounds: 0 allowed, 1 not (typer's max= would show and allow it)."""
+    if not 0 <= value < 1:
+        raise typer.BadParameter("Input should be greater than or equal to 0 and less than 1")
+    return value
+
+
 def _refuse_existing(path: Path, overwrite: bool, what: str) -> None:
     if path.exists() and not overwrite:
         raise DeepclustError(f"{path}: {what} already exists (pass --overwrite to replace it)")
@@ -204,9 +224,10 @@ def _print_scores(title: str, scores: dict) -> None:
 def train(
     *,  # keyword-only, so that a required option (--out) can sit with its panel among options with defaults
     data: Annotated[str, typer.Option("--data", help="A data set name (mnist, fashion-mnist, kmnist, digits) or a path: "
-                                      ".npy/.npz, .parquet, .csv, an IDX file or folder, an image folder.",
+                                      ".npy/.npz, .parquet, .csv, an IDX file or folder, a folder of .parquet/.csv "
+                                      "parts, an image folder.",
                                       rich_help_panel=DATA_PANEL)],
-    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Number of clusters. Default: the number of label "
+    k: Annotated[Optional[int], typer.Option("--k", min=2, help="Number of clusters. Default: the number of label "
                                              "classes, when the data has labels.", rich_help_panel=DATA_PANEL)] = None,
     method: Annotated[Method, typer.Option(help="Clustering head. auto (default): selflabel with --augment for image "
                                            "data (the recommended configuration: README, Results), kmeans for "
@@ -262,7 +283,8 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="Pretraining epochs.", rich_help_panel=PRETRAIN_PANEL)] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Pretraining batch size.",
                                             rich_help_panel=PRETRAIN_PANEL)] = 256,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.", rich_help_panel=PRETRAIN_PANEL)] = 1e-3,
+    lr: Annotated[float, typer.Option(callback=_positive, help="Adam learning rate (> 0).",
+                                      rich_help_panel=PRETRAIN_PANEL)] = 1e-3,
     latent_dim: Annotated[int, typer.Option(min=1, help="Embedding size.", rich_help_panel=PRETRAIN_PANEL)] = 10,
     architecture: Annotated[Architecture, typer.Option(
         help="Autoencoder: dense (DEC's fully connected one, widths --hidden) or conv (DEC-DA's convolutional one, "
@@ -296,12 +318,13 @@ def train(
                                        rich_help_panel=FINETUNE_PANEL)] = Init.kmeans,
     update_interval: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: batches between label checks "
                                                  "(and DEC's target updates).", rich_help_panel=FINETUNE_PANEL)] = 140,
-    tol: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fine-tuning methods: stop when fewer than this "
-                                       "fraction of labels change between checks.",
+    tol: Annotated[float, typer.Option(callback=_below_one, help="Fine-tuning methods: stop when fewer than this "
+                                       "fraction of labels change between checks (>= 0 and < 1).",
                                        rich_help_panel=FINETUNE_PANEL)] = 0.001,
     max_iter: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: most batches.",
                                           rich_help_panel=FINETUNE_PANEL)] = 20_000,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same model (on CPU).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1,
+                                      help="Random seed: same seed, same model (on CPU).")] = 0,
     device: DeviceOption = Device.auto,
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,
@@ -309,7 +332,8 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Bundle folder to write.", rich_help_panel=OUTPUT_PANEL)],
     int8: Annotated[bool, typer.Option(help="Also export a statically calibrated int8 scoring pipeline (2-3x "
                                        "faster on CPU). Its label agreement with fp32 is measured on held-out training "
-                                       "rows and recorded; assign uses it by default only when that is >= 99.5%. "
+                                       "rows (under 100 rows: on the calibration rows) and recorded; assign uses it "
+                                       "by default only when held-out rows agreed on >= 99.5%. "
                                        "Never with --student head, whose int8 pipeline is the slower one.",
                                        rich_help_panel=OUTPUT_PANEL)]
     = True,
@@ -322,13 +346,22 @@ def train(
                              "and pretraining options (e.g. to try another --method); the result equals a fit from "
                              "scratch. With --pretrain-runs N, give it N times, in order.",
                              rich_help_panel=PRETRAIN_PANEL)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.", rich_help_panel=OUTPUT_PANEL)] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it is a bundle or an empty folder, and "
+                                            "--save-pretrained files.", rich_help_panel=OUTPUT_PANEL)] = False,
     as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.",
                                         rich_help_panel=OUTPUT_PANEL)] = False,
 ):
     """Pretrain an encoder, fit a clustering head, and export a verified model bundle."""
+    from deepclust.trainer.checkpoint import check_writable
+    from deepclust.trainer.export import check_bundle_path
+
+    # Every output is checked here, so that a bad path fails now and not after the training.
     _refuse_existing(out_dir, overwrite, "bundle folder")
+    check_bundle_path(out_dir, overwrite=overwrite)
+    for path in save_pretrained or ():
+        check_writable(path)
+        _refuse_existing(path, overwrite, "file")
     if pretrained and save_pretrained:
         raise DeepclustError("--pretrained skips pretraining, so there is nothing for --save-pretrained to save")
     for path in pretrained or ():
@@ -346,6 +379,8 @@ def train(
         if ds.y is None:
             raise DeepclustError(f"{data}: --k is required (the data has no labels to infer it from)")
         k = int(len(set(ds.y.tolist())))
+        if k < 2:
+            raise DeepclustError(f"{data}: the labels hold one class, and clustering needs k >= 2: pass --k")
     images = len(ds.sample_shape) >= 2
     if method is Method.auto:
         method = Method.selflabel if images else Method.kmeans
@@ -389,8 +424,9 @@ def train(
               f"{source}), cluster {timings['cluster_seconds']:.1f}s, export {timings['export_seconds']:.1f}s; "
               f"runtime parity: labels agree on {checks['label_agreement']:.2%} of {checks['parity_rows']} rows")
     if "int8" in checks:
+        rows = "held-out" if checks["int8"]["held_out"] else "calibration"  # too few rows to hold any out
         out.print(f"int8 pipeline: labels agree with fp32 on {checks['int8']['label_agreement']:.2%} of "
-                  f"{checks['int8']['rows']} held-out rows")
+                  f"{checks['int8']['rows']} {rows} rows")
     elif int8 and student is Student.head:
         out.print("int8 pipeline: not exported; the head student scores slower in int8 than in fp32")
     out.print(f"bundle written to {path}")

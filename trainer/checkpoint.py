@@ -29,6 +29,11 @@ from deepclust.runtime.errors import DeepclustError
 
 FORMAT = "deepclust-pretrained/1"
 _STATE = "state/"
+# The `deepclust train` option that sets each pretraining option, so that a refusal can say
+# what to pass (--method auto turns --augment on for images, a fit with --method kmeans not).
+_FLAGS = {"pretraining": "--pretrain", "architecture": "--architecture", "latent_dim": "--latent-dim",
+          "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "augment": "--augment",
+          "acai": "--acai", "hflip": "--hflip", "views": "--views"}
 
 
 @dataclass
@@ -48,11 +53,36 @@ class Pretrained:
         """Refuse a file made with other pretraining options or other data (one line naming the first difference)."""
         for name in sorted(set(options) | set(self.options)):
             if options.get(name) != self.options.get(name):
+                flag = _flag(name, self.options.get(name), options)
                 raise DeepclustError(f"{path}: pretrained with {name}={self.options.get(name)!r}, but this fit has "
-                                     f"{name}={options.get(name)!r}; use the same pretraining options or pretrain anew")
+                                     f"{name}={options.get(name)!r}; " + (f"pass {flag} to start from it, " if flag
+                                                                          else "use the same pretraining options ")
+                                     + "or pretrain anew")
         if data_sha256 != self.data_sha256:
             raise DeepclustError(f"{path}: pretrained on different data (fingerprint {self.data_sha256[:12]}, this "
                                  f"data {data_sha256[:12]}); pretrain on this data")
+
+
+def _flag(name: str, value, options: dict) -> str | None:
+    """The `deepclust train` option that sets pretraining option ``name`` to ``value``, if one does."""
+    if name == "widths":
+        flag = "--filters" if options.get("architecture") == "conv" else "--hidden"
+        return f"{flag} {','.join(map(str, value))}" if isinstance(value, list) else None
+    if name not in _FLAGS or value is None:
+        return None
+    if isinstance(value, bool):
+        return _FLAGS[name] if value else _FLAGS[name].replace("--", "--no-", 1)
+    return f"{_FLAGS[name]} {value}"
+
+
+def check_writable(path) -> None:
+    """Refuse, before pretraining rather than after it, a path ``save_pretrained`` cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        raise DeepclustError(f"{path}: is a folder; a pretrained network is saved to a file (e.g. ae.npz)")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise DeepclustError(f"{path}: cannot be written: {parent} is a file, not a folder")
 
 
 def fingerprint(features: np.ndarray) -> str:
@@ -71,11 +101,17 @@ def save_pretrained(path, pretrained: Pretrained) -> Path:
     arrays["generator_state"] = pretrained.generator_state.cpu().numpy()
     arrays["torch_rng_state"] = pretrained.torch_rng_state.cpu().numpy()
     arrays["meta"] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(partial, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)  # a failed write (full disk, a folder at path) leaves nothing
+    except OSError as e:
+        raise DeepclustError(f"{path}: cannot write the pretrained network ({e.strerror or e})") from None
     return path
 
 

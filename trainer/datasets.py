@@ -2,7 +2,8 @@
 
 A data set on the CLI is either a name (``mnist``, ``fashion-mnist``, ``kmnist``, ``digits``)
 resolved in a data directory, or a path: .npy/.npz, .parquet, .csv, an IDX file, a folder of
-IDX files, or a folder of PNG/JPEG images (class sub-folders become labels).
+IDX files, a folder of .parquet/.csv parts, or a folder of PNG/JPEG images (class sub-folders
+become labels). Label and ignored columns name columns of a table, so only tables take them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +23,8 @@ import numpy as np
 
 from deepclust.runtime.errors import InputError
 from deepclust.runtime.preprocessing import Preprocessing
-from deepclust.runtime.readers import check_finite, image_files, is_idx, open_reader, read_idx, read_image
+from deepclust.runtime.readers import (TABLE_SUFFIXES, check_finite, image_files, is_idx, open_reader, read_idx,
+                                       read_image)
 
 DATA_ENV = "DEEPCLUST_DATA"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -98,21 +101,49 @@ def load_dataset(spec: str, *, data_dir: str | os.PathLike | None = None, label_
     bundle recorded them.
     """
     path = Path(spec).expanduser()
+    columns = (label_column, ignore_columns)
     if spec in NAMED:
+        _refuse_columns(spec, *columns)
         return _load_named_idx(spec, Path(data_dir) if data_dir else default_data_dir(), download)
     if spec == "digits":
+        _refuse_columns(spec, *columns)
         return _load_digits()
     if path.is_dir():
-        if _find_idx_parts(path):
-            return _load_idx_folder(path, path.name)
-        return _load_image_folder(path)
+        return _load_folder(path, label_column, ignore_columns, feature_names)
     if path.exists():
+        if path.name.lower().endswith(TABLE_SUFFIXES):
+            return _load_tables([path], path.stem, label_column, ignore_columns, feature_names)
+        _refuse_columns(path, *columns)
         if path.suffix.lower() == ".npz":
             return _load_npz(path)
-        return _load_table_or_array(path, label_column, ignore_columns, feature_names)
+        return _load_array(path)
     if os.sep in spec or "." in Path(spec).name:
         raise InputError(f"{spec}: no such file or folder")
     raise InputError(f"{spec}: unknown data set (named data sets: {', '.join(DATASET_NAMES)}; or give a path)")
+
+
+def _refuse_columns(where, label_column, ignore_columns) -> None:
+    """Column options on data without columns would be silently ignored: refuse them instead."""
+    if label_column is not None or ignore_columns:
+        raise InputError(f"{where}: --label-column and --ignore-column apply to .csv and .parquet data only")
+
+
+def _load_folder(folder: Path, label_column, ignore_columns, feature_names) -> Dataset:
+    """A folder holds IDX files, .parquet/.csv parts (as Spark writes a data set), or images."""
+    if _find_idx_parts(folder):  # MNIST's four files: train rows first, as the named data sets
+        _refuse_columns(folder, label_column, ignore_columns)
+        return _load_idx_folder(folder, folder.name)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+    tables = [f for f in files if f.name.lower().endswith(TABLE_SUFFIXES)]
+    idx = [f for f in files if f not in tables and is_idx(f)]
+    if tables and idx:
+        raise InputError(f"{folder}: holds both IDX and .parquet/.csv files; give a folder of one kind")
+    if tables:
+        return _load_tables(tables, folder.name, label_column, ignore_columns, feature_names)
+    _refuse_columns(folder, label_column, ignore_columns)
+    if idx:
+        return _load_idx_files(folder, idx)
+    return _load_image_folder(folder)
 
 
 def _load_digits() -> Dataset:
@@ -152,6 +183,32 @@ def _load_idx_folder(folder: Path, name: str) -> Dataset:
     if len(x) != len(y):
         raise InputError(f"{folder}: {len(x)} images but {len(y)} labels")
     return Dataset(name, x, y.astype(np.int64), _image_preprocessing(x))
+
+
+def _load_idx_files(folder: Path, files: list[Path]) -> Dataset:
+    """IDX files in name order: files of samples (two or more axes) are the rows, concatenated;
+    1-D files (MNIST's label files) are their labels if they pair up with them row for row."""
+    arrays = [(f, read_idx(f)) for f in files]
+    samples = [(f, a) for f, a in arrays if a.ndim > 1]
+    labels = [(f, a) for f, a in arrays if a.ndim == 1]
+    if not samples:
+        raise InputError(f"{folder}: its IDX files are all 1-D (labels); no file of images or rows to train on")
+    first, shape = samples[0][0], samples[0][1].shape[1:]
+    for f, a in samples[1:]:
+        if a.shape[1:] != shape:
+            raise InputError(f"{f}: samples of shape {a.shape[1:]} differ from {first.name}'s {shape}")
+    x = np.concatenate([a for _, a in samples])
+    if len(x) == 0:
+        raise InputError(f"{folder}: empty input (no rows)")
+    y = None
+    if labels:
+        if [len(a) for _, a in labels] != [len(a) for _, a in samples]:
+            raise InputError(f"{folder}: label files {', '.join(f.name for f, _ in labels)} do not pair up row for "
+                             f"row with image files {', '.join(f.name for f, _ in samples)} (in name order)")
+        y = _encode_labels(np.concatenate([a for _, a in labels]))
+    if x.dtype.kind == "f":
+        check_finite(x.reshape(len(x), -1), folder, 0)
+    return Dataset(folder.name, x, y, _image_preprocessing(x))
 
 
 def _download_idx(name: str, source: IdxSource, dest: Path) -> None:
@@ -202,7 +259,8 @@ def _array_preprocessing(x: np.ndarray) -> Preprocessing:
 
 # --- files ------------------------------------------------------------------------------------------
 
-def _load_table_or_array(path: Path, label_column, ignore_columns, feature_names=None) -> Dataset:
+def _load_array(path: Path) -> Dataset:
+    """An IDX or .npy file: rows without labels."""
     if is_idx(path):  # images keep their stored dtype (uint8: 4x less memory than float32)
         x = read_idx(path)
         if len(x) == 0:
@@ -210,26 +268,41 @@ def _load_table_or_array(path: Path, label_column, ignore_columns, feature_names
         if x.dtype.kind == "f":
             check_finite(x.reshape(len(x), -1), path, 0)
         return Dataset(path.stem, x, None, _image_preprocessing(x))
-    if path.name.lower().endswith(".npy"):
-        reader = open_reader(path)  # validates the header and the length before loading
-        x = np.load(path, allow_pickle=False)
-        if x.ndim == 1:
-            x = x[:, None]
-        for s in range(0, len(x), 65536):
-            check_finite(x[s:s + 65536].reshape(-1, reader.n_values), path, s)
-        if len(x) == 0:
-            raise InputError(f"{path}: empty input (no rows)")
-        return Dataset(path.stem, x, None, _array_preprocessing(x))
-    reader = open_reader(path, feature_names=feature_names, label_column=label_column,
-                         ignore_columns=ignore_columns)
-    xs, ys = [], []
-    for batch in reader.batches():
-        xs.append(batch.values.copy())
-        if batch.labels is not None:
-            ys.append(np.asarray(batch.labels).copy())
+    reader = open_reader(path)  # .npy: validates the header and the length before loading; else says why not
+    x = np.load(path, allow_pickle=False)
+    if x.ndim == 1:
+        x = x[:, None]
+    for s in range(0, len(x), 65536):
+        check_finite(x[s:s + 65536].reshape(-1, reader.n_values), path, s)
+    if len(x) == 0:
+        raise InputError(f"{path}: empty input (no rows)")
+    return Dataset(path.stem, x, None, _array_preprocessing(x))
+
+
+def _load_tables(files: list[Path], name: str, label_column, ignore_columns, feature_names=None) -> Dataset:
+    """Rows of .parquet/.csv files (one, or a data set's parts in name order), each file read
+    with the same column options; the parts must have the same feature columns."""
+    xs, ys, features = [], [], None
+    for f in files:
+        reader = open_reader(f, feature_names=feature_names, label_column=label_column,
+                             ignore_columns=ignore_columns)
+        if features is None:
+            features = tuple(reader.features)
+        elif tuple(reader.features) != features:
+            raise InputError(f"{f}: feature columns {', '.join(reader.features[:10])} differ from "
+                             f"{files[0].name}'s {', '.join(features[:10])}")
+        labels = []
+        for batch in reader.batches(allow_empty=len(files) > 1):  # Spark writes empty parts
+            xs.append(batch.values.copy())
+            if batch.labels is not None:
+                labels.append(np.asarray(batch.labels).copy())
+        if labels:
+            ys.append(_complete_labels(np.concatenate(labels), f, label_column))
+    if not xs:
+        raise InputError(f"{files[0].parent}: empty input (no rows in any of its {len(files)} files)")
     x = np.concatenate(xs)
     y = _encode_labels(np.concatenate(ys)) if ys else None
-    return Dataset(path.stem, x, y, _standardize(x), feature_names=tuple(reader.features))
+    return Dataset(name, x, y, _standardize(x), feature_names=features)
 
 
 def _load_npz(path: Path) -> Dataset:
@@ -242,23 +315,28 @@ def _load_npz(path: Path) -> Dataset:
             x = z[xk]
             yk = next((k for k in ("y", "labels", "target") if k in keys), None)
             y = z[yk] if yk else None
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: not a readable .npz file ({e})") from None
     if x.dtype.kind not in "biuf":
         raise InputError(f"{path}: array {xk} has dtype {x.dtype}, not numeric")
+    if x.ndim == 0:
+        raise InputError(f"{path}: array {xk} is a single value, not rows")
+    if x.ndim == 1:
+        x = x[:, None]  # one value per row, as for .npy
     if len(x) == 0:
         raise InputError(f"{path}: empty input (no rows)")
     if y is not None and (y.ndim == 0 or len(y) != len(x)):
         raise InputError(f"{path}: {yk} has shape {y.shape}, but {xk} has {len(x)} rows (one label per row)")
     check_finite(x.reshape(len(x), -1), path, 0)
-    return Dataset(path.stem, x, _encode_labels(y) if y is not None else None, _array_preprocessing(x))
+    y = _encode_labels(_complete_labels(y, path, yk)) if y is not None else None
+    return Dataset(path.stem, x, y, _array_preprocessing(x))
 
 
 def _load_image_folder(folder: Path) -> Dataset:
     """Images (one size) with their sub-folder names as labels, when there is more than one."""
     files = image_files(folder)
     if not files:
-        raise InputError(f"{folder}: no PNG or JPEG images and no IDX files")
+        raise InputError(f"{folder}: no PNG or JPEG images, IDX, .parquet or .csv files")
     images, labels, shape = [], [], None
     for f in files:
         arr = read_image(f)
@@ -279,6 +357,21 @@ def _standardize(x: np.ndarray) -> Preprocessing:
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     std[std == 0] = 1.0
     return Preprocessing(offset=tuple(mean.tolist()), scale=tuple((1.0 / std).tolist()))
+
+
+def _complete_labels(y: np.ndarray, path, column: str) -> np.ndarray:
+    """``y`` if every row has a label; a blank or null one would count as a class of its own
+    (or break the encoding), so name the file, the column and how many are missing."""
+    if y.dtype.kind == "f":
+        missing = int(np.isnan(y).sum())
+    elif y.dtype.kind in "OUS":
+        missing = sum(v is None or v != v or (isinstance(v, (str, bytes)) and not v.strip()) for v in y.tolist())
+    else:
+        missing = 0
+    if missing:
+        raise InputError(f"{path}: label column {column!r} has {missing} missing label(s) (empty, null or NaN) of "
+                         f"{len(y)}; fill them in or drop those rows")
+    return y
 
 
 def _encode_labels(y: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from . import dcn, dec, dkm, selflabel
 from .acai import ACAIConfig, ACAIRegularizer
 from .augment import AffineAugment, RowAugmenter
 from .autoencoder import DenseAutoencoder, L2Normalize
-from .checkpoint import Pretrained, fingerprint, load_pretrained, save_pretrained
+from .checkpoint import Pretrained, check_writable, fingerprint, load_pretrained, save_pretrained
 from .contrastive import VIEWS, ContrastiveNet, named_views, pretrain_contrastive
 from .conv_autoencoder import ConvAutoencoder, ConvEncoder
 from .finetune import embed, starting_partition
@@ -222,23 +222,62 @@ class DeepClustering:
     _PARAMS = ("n_clusters", "method", "student", "teacher_runs", "teacher_inits", "pretrain_runs", "student_ema",
                "pretraining", "hflip", "views",
                "latent_dim", "architecture", "hidden", "filters", "augment", "acai", "epochs", "batch_size", "lr",
-               "normalize", "n_init", "init", "update_interval", "tol", "max_iter", "seed")
+               "normalize", "n_init", "init", "update_interval", "tol", "max_iter", "seed", "device", "verbose")
+    # Where and how visibly a fit ran: not part of the model a bundle records.
+    _RUN_PARAMS = ("device", "verbose")
 
-    def get_params(self) -> dict:
-        params = {name: getattr(self, name) for name in self._PARAMS}
-        params["hidden"] = list(params["hidden"])
-        params["filters"] = list(params["filters"])
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters as given (scikit-learn's contract, so ``sklearn.base.clone``
+        works; there are no sub-estimators, so ``deep`` changes nothing)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params) -> "DeepClustering":
+        """Set constructor parameters by name (validated by the next ``fit``)."""
+        for name, value in params.items():
+            if name not in self._PARAMS:
+                raise DeepclustError(f"{name!r} is not a parameter of DeepClustering (parameters: "
+                                     f"{', '.join(self._PARAMS)})")
+            setattr(self, name, value)
+        return self
+
+    def _recorded_params(self) -> dict:
+        """The parameters a bundle's manifest records (JSON values)."""
+        params = {name: value for name, value in self.get_params().items() if name not in self._RUN_PARAMS}
+        params.update(hidden=[int(w) for w in self.hidden], filters=[int(c) for c in self.filters])
         return params
 
     def _validate_params(self, n_samples: int) -> None:
-        positive = {"n_clusters": self.n_clusters, "latent_dim": self.latent_dim, "epochs": self.epochs,
+        def integer(value) -> bool:  # bool is an int to Python, never a count here
+            return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+        def number(value) -> bool:
+            return (integer(value) or isinstance(value, (float, np.floating))) and np.isfinite(value)
+
+        if not integer(self.n_clusters) or self.n_clusters < 2:
+            raise DeepclustError(f"n_clusters={self.n_clusters!r} should be an integer >= 2")
+        positive = {"latent_dim": self.latent_dim, "epochs": self.epochs,
                     "batch_size": self.batch_size, "n_init": self.n_init, "update_interval": self.update_interval,
                     "max_iter": self.max_iter, "teacher_runs": self.teacher_runs, "pretrain_runs": self.pretrain_runs}
         if self.teacher_inits is not None:
             positive["teacher_inits"] = self.teacher_inits
         for name, value in positive.items():
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not integer(value) or value < 1:
                 raise DeepclustError(f"{name}={value!r} should be an integer >= 1")
+        if not integer(self.seed) or not 0 <= self.seed < 2**32:  # numpy's and scikit-learn's seed range
+            raise DeepclustError(f"seed={self.seed!r} should be an integer from 0 to 2**32 - 1")
+        for name in ("augment", "acai", "hflip", "normalize", "verbose"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise DeepclustError(f"{name}={getattr(self, name)!r} should be True or False")
+        if not number(self.lr) or not self.lr > 0:
+            raise DeepclustError(f"lr={self.lr!r} should be a number > 0")
+        if not number(self.tol) or not 0 <= self.tol < 1:
+            raise DeepclustError(f"tol={self.tol!r} should be a number in [0, 1)")
+        for name, rule in (("hidden", "widths >= 1, e.g. (500, 500, 2000)"),
+                           ("filters", "one or more channel counts >= 1, e.g. (32, 64, 128)")):
+            widths = getattr(self, name)
+            if (isinstance(widths, (str, bytes)) or not isinstance(widths, (Sequence, np.ndarray))
+                    or not all(integer(w) and w >= 1 for w in widths) or (name == "filters" and len(widths) == 0)):
+                raise DeepclustError(f"{name}={widths!r} should hold {rule}")
         if self.method not in METHODS:
             raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
         if self.student not in STUDENTS:
@@ -252,28 +291,17 @@ class DeepClustering:
         if self.pretrain_runs != 1 and self.method != "selflabel":
             raise DeepclustError(f"pretrain_runs={self.pretrain_runs} applies to method='selflabel' only (its teacher "
                                  f"reads every network), not {self.method!r}")
-        if not (isinstance(self.student_ema, (int, float, np.number)) and 0 <= self.student_ema < float("inf")):
+        if not (number(self.student_ema) and self.student_ema >= 0):
             raise DeepclustError(f"student_ema={self.student_ema!r} should be a number of epochs >= 0")
         if self.student_ema and self.method != "selflabel":
             raise DeepclustError(f"student_ema={self.student_ema!r} applies to method='selflabel' only, "
                                  f"not {self.method!r}")
         if self.student != "auto" and self.method != "selflabel":
             raise DeepclustError(f"student={self.student!r} applies to method='selflabel' only, not {self.method!r}")
-        if self.init not in HEADS:
+        if not isinstance(self.init, str) or self.init not in HEADS:
             raise DeepclustError(f"init={self.init!r} should be one of {', '.join(HEADS)}")
-        if not self.lr > 0:
-            raise DeepclustError(f"lr={self.lr!r} should be > 0")
-        if not 0 <= self.tol < 1:
-            raise DeepclustError(f"tol={self.tol!r} should be in [0, 1)")
-        if any(int(w) < 1 for w in self.hidden):
-            raise DeepclustError(f"hidden={list(self.hidden)!r} should hold widths >= 1")
         if self.architecture not in ARCHITECTURES:
             raise DeepclustError(f"architecture={self.architecture!r} should be one of {', '.join(ARCHITECTURES)}")
-        if len(self.filters) == 0 or any(int(c) < 1 for c in self.filters):
-            raise DeepclustError(f"filters={list(self.filters)!r} should hold one or more channel counts >= 1")
-        for name in ("augment", "acai", "hflip"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise DeepclustError(f"{name}={getattr(self, name)!r} should be True or False")
         if self.pretraining not in PRETRAININGS:
             raise DeepclustError(f"pretraining={self.pretraining!r} should be one of {', '.join(PRETRAININGS)}")
         if self.pretraining == "contrastive":
@@ -290,6 +318,11 @@ class DeepClustering:
             raise DeepclustError(f"views={self.views!r} applies to pretraining='contrastive' only")
         if n_samples < self.n_clusters:
             raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
+        if self.method == "selflabel" and n_samples < selflabel.min_rows(self.n_clusters):
+            raise DeepclustError(f"method='selflabel' needs n_samples >= n_clusters + 2 = "
+                                 f"{selflabel.min_rows(self.n_clusters)} (its teacher embeds the rows in "
+                                 f"n_clusters dimensions), got n_samples={n_samples}; use fewer clusters or "
+                                 f"another method")
 
     def _pretraining_options(self, seed: int) -> dict:
         """What decides a pretrained network (with the data): a pretrained file must match these.
@@ -324,10 +357,15 @@ class DeepClustering:
         if X.ndim < 2 or len(X) == 0:
             raise InputError(f"X should have shape (n_samples, n_features) with n_samples >= 1, got {X.shape}")
         self._validate_params(len(X))
+        if y is not None and (np.ndim(y) != 1 or len(y) != len(X)):
+            raise InputError(f"y has shape {np.shape(y)}, but X has {len(X)} rows (one label per row)")
         if pretrained is not None and save_pretrained_to is not None:
             raise DeepclustError("pretrained skips pretraining, so there is nothing for save_pretrained_to to save")
         loads, saves = (self._one_path_per_run(paths, name) for paths, name in
                         ((pretrained, "pretrained"), (save_pretrained_to, "save_pretrained_to")))
+        for path in saves:
+            if path is not None:
+                check_writable(path)
         self.preprocessing_ = preprocessing or Preprocessing()
         self.sample_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = int(np.prod(self.sample_shape_))
@@ -523,9 +561,14 @@ class DeepClustering:
 
     def transform(self, X) -> np.ndarray:
         """Embeddings (n_samples, latent_dim) of raw rows, computed by torch."""
+        self._check_fitted()
         x = self.preprocessing_.apply_(np.array(np.asarray(X).reshape(len(X), -1), dtype=np.float32))
         device = next(self.embedder_.parameters()).device
         return self._embed(torch.from_numpy(x).to(device))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_"):  # set once fit has clustered
+            raise DeepclustError("this DeepClustering is not fitted yet; call fit first")
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:
         return embed(self.embedder_, x).cpu().numpy()
@@ -536,8 +579,7 @@ class DeepClustering:
         "head" student, whose int8 pipeline is the slower one)."""
         from .export import export_bundle
 
-        if not hasattr(self, "labels_"):
-            raise DeepclustError("this DeepClustering is not fitted yet; call fit first")
+        self._check_fitted()
         # The head student's int8 pipeline scores slower than its fp32 one (0.8x; README results)
         # and agreed with it on 99.3-99.5% of rows on Fashion-MNIST: nothing to gain from one.
         int8 = int8 and self._student_kind() != "head"

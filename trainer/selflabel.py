@@ -98,6 +98,12 @@ def teach(embeddings: np.ndarray | Sequence[np.ndarray], k: int, config: SelfLab
     return consensus([t.labels for t in runs], k, seed=seed)
 
 
+def min_rows(k: int) -> int:
+    """Rows the teacher needs for ``k`` clusters: UMAP's spectral start takes k + 1 eigenvectors
+    of the rows' graph, which needs more than k + 1 rows."""
+    return k + 2
+
+
 def seeded_runs(embeddings: Sequence[np.ndarray], runs: int, seed: int) -> list[tuple[np.ndarray, int]]:
     """(embedding, seed) of every teacher run: ``runs`` on each embedding, in order. Run 0
     uses the fit's seed, so that one run is the plain N2D teacher."""

@@ -2,6 +2,9 @@
 one line naming the file and the problem, a non-zero exit, and no output file left."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -218,3 +221,14 @@ def test_help_names_the_extras_to_install():
     assert "needs pip install 'deepclust[ray]'" in r.output
     r = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "400"})
     assert "pip install 'deepclust[train]'" in r.output
+
+
+@pytest.mark.parametrize("json_output", [True, False])
+def test_a_closed_output_pipe_stops_quietly(reference_bundle, json_output):
+    # `deepclust inspect M --json | head -c 100`: the reader may leave before the output is written
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = [sys.executable, "-m", "deepclust.cli", "inspect", str(reference_bundle)] + ["--json"] * json_output
+    proc = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    assert proc.returncode == 1 and proc.stderr == b""

@@ -1,6 +1,9 @@
 """`deepclust train` and `evaluate` end to end on a tiny data set."""
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ pytest.importorskip("torch")
 from deepclust.cli.main import app  # noqa: E402
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--hidden", "32,32", "--latent-dim", "3", "--epochs", "10", "--batch-size", "32", "--n-init", "3", "-q"]
 
 
@@ -97,6 +101,13 @@ def test_evaluate_without_labels(tmp_path, reference_bundle):
     np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
     r = runner.invoke(app, ["evaluate", str(reference_bundle), str(tmp_path / "x.npy")])
     assert r.exit_code == 1 and "has no labels" in r.output
+
+
+def test_evaluate_names_the_data_whose_rows_do_not_fit(tmp_path, reference_bundle):
+    np.savez(tmp_path / "d.npz", x=np.zeros((5, 65), np.float32), y=np.arange(5))
+    r = runner.invoke(app, ["evaluate", str(reference_bundle), str(tmp_path / "d.npz")])
+    assert r.exit_code == 1
+    assert f"{tmp_path / 'd.npz'}: rows have 65 values, the model expects 64" in " ".join(r.output.split())
 
 
 def test_train_conv_with_augmentation_and_acai_writes_a_bundle(tmp_path):
@@ -239,3 +250,114 @@ def test_assign_help_groups_output_scoring_and_engine_options():
         "Options": {"--quiet", "--help"},
     }
     assert panels == {o: panel for panel, options in expected.items() for o in options}
+
+
+def test_readme_pretrain_once_recipe_runs_as_written(tmp_path, monkeypatch):
+    # Under --method auto, images turn --augment on, which the file must match: the recipe names its methods.
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text[text.index("**Pretrain once, try several heads**"):], re.S).group(1)
+    commands = [shlex.split(line.split("#")[0])[1:] for line in block.splitlines() if line.startswith("deepclust ")]
+    assert len(commands) == 2 and "--save-pretrained" in commands[0] and "--pretrained" in commands[1]
+    monkeypatch.chdir(tmp_path)  # the recipe's relative paths land here
+    tiny = ["--epochs", "1", "--hidden", "32,32", "--latent-dim", "3", "--n-init", "2", "--update-interval", "10",
+            "--max-iter", "20", "--no-int8", "-q"]
+    for args in commands:
+        args = ["digits" if previous == "--data" else a for previous, a in zip([None, *args], args)]  # not mnist
+        r = runner.invoke(app, [*args, *tiny])
+        assert r.exit_code == 0, r.output
+
+
+def test_pretrained_file_of_other_options_names_the_flag_to_pass(tmp_path):
+    common = ["train", "--data", "digits", "--hidden", "16", "--latent-dim", "3", "--epochs", "1", "--n-init", "1",
+              "--no-int8", "-q"]
+    r = runner.invoke(app, [*common, "--method", "kmeans", "--out", str(tmp_path / "a"),
+                            "--save-pretrained", str(tmp_path / "ae.npz")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*common, "--method", "gmm", "--augment", "--out", str(tmp_path / "b"),
+                            "--pretrained", str(tmp_path / "ae.npz")])
+    assert r.exit_code == 1 and "pass --no-augment to start from it" in " ".join(r.output.split())
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130(tmp_path, monkeypatch):
+    from deepclust.trainer import datasets
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "load_dataset", interrupt)
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 130 and r.output.strip() == "interrupted"
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if training gets as far as loading the data."""
+    from deepclust.trainer import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("reached loading the data"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("save-pretrained is a folder", "folder: is a folder; a pretrained network is saved to a file"),
+    ("save-pretrained exists", "ae.npz: file already exists (pass --overwrite to replace it)"),
+    ("save-pretrained under a file", "file.txt is a file, not a folder"),
+    ("out under a file", "file.txt is a file, not a folder"),
+    ("out is a user folder", "user: not a model bundle; --overwrite replaces only a bundle folder"),
+    ("out is a file", "file.txt: not a model bundle; --overwrite replaces only a bundle folder"),
+])
+def test_output_paths_are_checked_before_training(tmp_path, no_training, case, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "notes.txt").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine")
+    (tmp_path / "ae.npz").write_text("mine")
+    out, extra = {
+        "save-pretrained is a folder": ("b", ["--save-pretrained", "folder"]),
+        "save-pretrained exists": ("b", ["--save-pretrained", "ae.npz"]),
+        "save-pretrained under a file": ("b", ["--save-pretrained", "file.txt/ae.npz"]),
+        "out under a file": ("file.txt/b", []),
+        "out is a user folder": ("user", ["--overwrite"]),
+        "out is a file": ("file.txt", ["--overwrite"]),
+    }[case]
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / out),
+                            *[str(tmp_path / a) if not a.startswith("--") else a for a in extra]])
+    assert r.exit_code == 1 and message in " ".join(r.output.split()), r.output
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing left, nothing lost
+
+
+@pytest.mark.parametrize("option", [["--seed", "-1"], ["--seed", "4294967296"], ["--lr", "0"], ["--tol", "1"],
+                                    ["--k", "1"]])
+def test_out_of_range_options_are_usage_errors(tmp_path, no_training, option):
+    r = runner.invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "b"), *option])
+    assert r.exit_code == 2 and f"Invalid value for '{option[0]}'" in r.output
+
+
+def test_help_shows_the_bounds_that_apply():
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    lines = {}
+    for line in r.output.splitlines():
+        option = next((word for word in line.strip("│ *").split()[:1] if word.startswith("--")), None)
+        lines.setdefault(option, line)
+    assert "[x>=0.0]" not in lines["--lr"] and "Adam learning rate (> 0)" in lines["--lr"]
+    assert "x<=1.0" not in lines["--tol"] and "(>= 0 and < 1)" in lines["--tol"]
+    assert "[0<=x<=4294967295]" in lines["--seed"] and "[x>=2]" in lines["--k"]
+
+
+def test_labels_of_one_class_are_refused(tmp_path):
+    (tmp_path / "d.csv").write_text("f,cls\n" + "".join(f"{i},a\n" for i in range(10)))
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "d.csv"), "--label-column", "cls",
+                            "--out", str(tmp_path / "b"), *FAST])
+    assert r.exit_code == 1 and "the labels hold one class, and clustering needs k >= 2" in " ".join(r.output.split())
+
+
+def test_int8_report_says_calibration_rows_when_none_were_held_out(tmp_path):
+    # Under 100 rows every row calibrates the int8 pipeline, and the manifest says so (held_out false).
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(0, 1, (60, 6)).astype(np.float32))
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "x.npy"), "--k", "2", "--out", str(tmp_path / "b"),
+                            *FAST])
+    assert r.exit_code == 0, r.output
+    assert "int8 pipeline: labels agree with fp32 on" in r.output
+    assert " of 60 calibration rows" in " ".join(r.output.split()) and "held-out" not in r.output
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["checks"]["int8"]["held_out"] is False

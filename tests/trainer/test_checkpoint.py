@@ -59,15 +59,49 @@ def test_resumed_fit_skips_pretraining(tmp_path, monkeypatch):
     assert small(method="dec", **FINE_TUNE).fit(x, y, pretrained=tmp_path / "ae.npz").labels_.shape == (240,)
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"epochs": 5}, "epochs=4"), ({"seed": 4}, "seed=3"), ({"hidden": (32, 16)}, "widths"),
-    ({"augment": True}, "augment=False"), ({"latent_dim": 4}, "latent_dim=3"), ({"lr": 0.01}, "lr=0.001"),
+@pytest.mark.parametrize("change, named, advice", [
+    ({"epochs": 5}, "epochs=4", "pass --epochs 4"), ({"seed": 4}, "seed=3", "use the same pretraining options"),
+    ({"hidden": (32, 16)}, "widths", "pass --hidden 32,32"), ({"augment": True}, "augment=False", "pass --no-augment"),
+    ({"latent_dim": 4}, "latent_dim=3", "pass --latent-dim 3"), ({"lr": 0.01}, "lr=0.001", "pass --lr 0.001"),
 ])
-def test_other_pretraining_options_are_refused_by_name(tmp_path, change, named):
+def test_other_pretraining_options_are_refused_by_name_and_the_option_to_pass(tmp_path, change, named, advice):
+    # The CLI user needs the flag: --method auto turns --augment on for images, other methods do not.
     x, y = blobs()
     small().fit(x, y, save_pretrained_to=tmp_path / "ae.npz")
-    with pytest.raises(DeepclustError, match=named):
+    with pytest.raises(DeepclustError, match=f"{named}.*; {advice}"):
         small(**change).fit(x, y, pretrained=tmp_path / "ae.npz")
+
+
+def test_a_file_without_augment_names_the_flag_that_turns_it_on():
+    from deepclust.trainer.checkpoint import Pretrained
+
+    saved = Pretrained({"augment": True}, "0" * 64, {}, torch.zeros(1), torch.zeros(1), "cpu", [], 0.0)
+    with pytest.raises(DeepclustError, match="ae.npz: pretrained with augment=True, but this fit has augment=False; "
+                                             "pass --augment to start from it, or pretrain anew"):
+        saved.check_compatible({"augment": False}, "0" * 64, "ae.npz")
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_a_save_path_that_cannot_be_written_is_refused_before_pretraining(tmp_path, monkeypatch, where):
+    import deepclust.trainer.estimator as estimator
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", lambda *a, **k: pytest.fail("pretraining ran"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("mine")
+    path, match = {"a folder": (tmp_path / "folder", "is a folder"),
+                   "under a file": (tmp_path / "file" / "ae.npz", "file is a file, not a folder")}[where]
+    with pytest.raises(DeepclustError, match=match):
+        small().fit(*blobs(), save_pretrained_to=path)
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path):
+    from deepclust.trainer.checkpoint import Pretrained, save_pretrained
+
+    (tmp_path / "ae.npz").mkdir()  # os.replace cannot put a file there
+    saved = Pretrained({}, "0" * 64, {"w": torch.zeros(2)}, torch.zeros(1), torch.zeros(1), "cpu", [], 0.0)
+    with pytest.raises(DeepclustError, match="ae.npz: cannot write the pretrained network"):
+        save_pretrained(tmp_path / "ae.npz", saved)
+    assert [p.name for p in tmp_path.iterdir()] == ["ae.npz"]
 
 
 def test_other_data_is_refused(tmp_path):

@@ -158,5 +158,5 @@ def test_conv_needs_image_shaped_data():
         conv_model().fit(x)
     with pytest.raises(DeepclustError, match=r"architecture='mlp' should be one of dense, conv"):
         conv_model(architecture="mlp").fit(x)
-    with pytest.raises(DeepclustError, match=r"filters=\[8, 0\] should hold one or more channel counts >= 1"):
+    with pytest.raises(DeepclustError, match=r"filters=\(8, 0\) should hold one or more channel counts >= 1"):
         conv_model(filters=(8, 0)).fit(x.reshape(60, 4, 5))

@@ -125,3 +125,131 @@ def test_npy_preprocessing_follows_what_the_array_holds(tmp_path):
     assert images.preprocessing.scale == pytest.approx(1 / 255) and images.x.dtype == np.uint8
     np.testing.assert_allclose(table.features().mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(table.features().std(0), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["digits", "npy", "npz", "idx", "idx folder", "image folder"])
+@pytest.mark.parametrize("options", [{"label_column": "cls"}, {"ignore_columns": ["id"]}])
+def test_column_options_are_refused_where_there_are_no_columns(tmp_path, kind, options):
+    # Silently ignoring them would train on what the user asked to leave out, or without labels.
+    from PIL import Image
+
+    x = np.random.default_rng(0).integers(0, 256, (6, 4, 4)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    write_idx(tmp_path / "x.idx", x)
+    (tmp_path / "idx").mkdir()
+    write_idx(tmp_path / "idx" / "images.idx", x)
+    (tmp_path / "img").mkdir()
+    Image.fromarray(x[0]).save(tmp_path / "img" / "0.png")
+    spec = {"digits": "digits", "npy": "x.npy", "npz": "x.npz", "idx": "x.idx", "idx folder": "idx",
+            "image folder": "img"}[kind]
+    spec = spec if kind == "digits" else str(tmp_path / spec)
+    with pytest.raises(InputError, match="--label-column and --ignore-column apply to .csv and .parquet data only"):
+        load_dataset(spec, **options)
+
+
+def _missing_label_file(tmp_path, kind):
+    if kind == "csv text":
+        (tmp_path / "d.csv").write_text("f,cls\n1,a\n2,\n3,b\n4, \n")
+        return tmp_path / "d.csv", "cls", 2
+    if kind == "csv numbers":
+        (tmp_path / "d.csv").write_text("f,cls\n1,1\n2,\n3,2\n4,1\n")
+        return tmp_path / "d.csv", "cls", 1
+    if kind == "parquet":
+        pq.write_table(pa.table({"f": [1.0, 2.0, 3.0], "cls": ["a", None, "b"]}), tmp_path / "d.parquet")
+        return tmp_path / "d.parquet", "cls", 1
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 2)), y=np.array([0.0, np.nan, 1.0, np.nan]))
+    return tmp_path / "d.npz", None, 2
+
+
+@pytest.mark.parametrize("kind", ["csv text", "csv numbers", "parquet", "npz"])
+def test_missing_labels_are_counted_not_made_a_class(tmp_path, kind):
+    # A blank label would be a class of its own (and k inferred one too many); a null one broke the encoding.
+    path, column, missing = _missing_label_file(tmp_path, kind)
+    name = repr(column or "y")
+    with pytest.raises(InputError, match=rf"{path.name}: label column {name} has {missing} missing label\(s\)"):
+        load_dataset(str(path), label_column=column)
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"PK\x03\x04 truncated", "not a readable .npz file"),
+    ("0-d", "array x is a single value, not rows"),
+])
+def test_unreadable_npz_is_one_line_naming_the_file(tmp_path, content, match):
+    path = tmp_path / "d.npz"
+    if content == "0-d":
+        np.savez(path, x=np.array(3.0))
+    else:
+        np.savez(path, x=np.ones((50, 3)))
+        path.write_bytes(path.read_bytes()[:120])  # cut off: the zip's directory is gone
+    with pytest.raises(InputError, match=f"d.npz: {match}"):
+        load_dataset(str(path))
+
+
+@pytest.mark.parametrize("files, labelled", [
+    (["train-images-idx3-ubyte", "train-labels-idx1-ubyte"], True),
+    (["images.idx", "labels.idx"], True),
+    (["t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"], False),
+    (["a-images.idx", "a-labels.idx", "b-images.idx", "b-labels.idx"], True),
+])
+def test_a_folder_of_some_idx_files(tmp_path, files, labelled):
+    # Image files are the rows, in name order; 1-D files their labels when they pair up row for row.
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i, name in enumerate(files):
+        is_labels = "labels" in name
+        arr = rng.integers(0, 3, 5 + i // 2) if is_labels else rng.integers(0, 256, (5 + i // 2, 4, 4))
+        (labels if is_labels else images).append(arr)
+        write_idx(tmp_path / name, arr, gz=name.endswith(".gz"))
+    ds = load_dataset(str(tmp_path))
+    np.testing.assert_array_equal(ds.x, np.concatenate(images))
+    assert ds.preprocessing.scale == pytest.approx(1 / 255)
+    if labelled:
+        np.testing.assert_array_equal(ds.y, np.unique(np.concatenate(labels), return_inverse=True)[1])
+    else:
+        assert ds.y is None
+
+
+def test_idx_label_files_that_do_not_pair_up_are_refused(tmp_path):
+    write_idx(tmp_path / "images.idx", np.zeros((5, 4, 4)))
+    write_idx(tmp_path / "labels.idx", np.zeros(4))
+    with pytest.raises(InputError, match="label files labels.idx do not pair up row for row with image files "
+                                         "images.idx"):
+        load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_a_folder_of_table_parts(tmp_path, suffix):
+    # As Spark writes a data set: parts in name order (one of them empty), a _SUCCESS marker, hidden .crc files.
+    rows = [{"id": ["a", "b", "c"], "f": [1.0, 2.0, 3.0], "cls": ["x", "y", "x"]},
+            {"id": [], "f": [], "cls": []},
+            {"id": ["d", "e"], "f": [4.0, 5.0], "cls": ["y", "y"]}]
+    for i, part in enumerate(rows):
+        table = pa.table(part, schema=pa.schema([("id", pa.string()), ("f", pa.float64()), ("cls", pa.string())]))
+        if suffix == "parquet":
+            pq.write_table(table, tmp_path / f"part-{i}.parquet")
+        else:
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(table, tmp_path / f"part-{i}.csv")
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / ".part-0.parquet.crc").write_bytes(b"\0")
+    ds = load_dataset(str(tmp_path), label_column="cls", ignore_columns=["id"])
+    assert ds.feature_names == ("f",) and ds.name == tmp_path.name
+    np.testing.assert_array_equal(ds.x[:, 0], [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(ds.y, [0, 1, 0, 1, 1])
+    with pytest.raises(InputError, match="part-0.*column 'id' is string, not numeric"):
+        load_dataset(str(tmp_path))  # the column options apply to every part
+
+
+def test_table_parts_with_other_columns_are_refused(tmp_path):
+    pq.write_table(pa.table({"f": [1.0], "g": [2.0]}), tmp_path / "part-0.parquet")
+    pq.write_table(pa.table({"f": [1.0], "h": [2.0]}), tmp_path / "part-1.parquet")
+    with pytest.raises(InputError, match="part-1.parquet: feature columns f, h differ from part-0.parquet's f, g"):
+        load_dataset(str(tmp_path))
+
+
+def test_a_folder_without_data_says_what_it_looked_for(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    with pytest.raises(InputError, match="no PNG or JPEG images, IDX, .parquet or .csv files"):
+        load_dataset(str(tmp_path))

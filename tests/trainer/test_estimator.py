@@ -294,3 +294,88 @@ def test_init_must_be_a_head():
     x, _ = blobs(n=30)
     with pytest.raises(DeepclustError, match="init='dec' should be one of kmeans, gmm"):
         small(method="dec", init="dec").fit(x)
+
+
+def test_scikit_learn_can_clone_it_and_set_its_parameters():
+    from sklearn.base import clone
+
+    m = small(hidden=[16, 8], seed=7)
+    copy = clone(m)
+    assert copy is not m and copy.get_params(deep=True) == m.get_params(deep=False)
+    assert {"device", "verbose", "hidden"} <= set(m.get_params())
+    assert copy.set_params(lr=0.01, n_clusters=4) is copy and (copy.lr, copy.n_clusters) == (0.01, 4)
+    with pytest.raises(DeepclustError, match="'learning_rate' is not a parameter of DeepClustering"):
+        copy.set_params(learning_rate=0.01)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"lr": "0.1"}, "lr='0.1' should be a number > 0"),
+    ({"tol": None}, r"tol=None should be a number in \[0, 1\)"),
+    ({"hidden": "32,32"}, "hidden='32,32' should hold widths >= 1"),
+    ({"n_clusters": True}, "n_clusters=True should be an integer >= 2"),
+    ({"n_clusters": 1}, "n_clusters=1 should be an integer >= 2"),
+    ({"seed": 1.5}, r"seed=1.5 should be an integer from 0 to 2\*\*32 - 1"),
+    ({"seed": -1}, r"seed=-1 should be an integer from 0 to 2\*\*32 - 1"),
+    ({"seed": 2**32}, r"seed=4294967296 should be an integer from 0 to 2\*\*32 - 1"),
+    ({"normalize": "no"}, "normalize='no' should be True or False"),
+], ids=lambda v: str(v) if isinstance(v, dict) else "")
+def test_parameters_of_the_wrong_type_or_range_give_one_line_before_training(monkeypatch, params, message):
+    from deepclust.trainer import estimator
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", lambda *a, **k: pytest.fail("pretraining ran"))
+    x, _ = blobs(n=30)
+    with pytest.raises(DeepclustError, match=f"^{message}"):
+        DeepClustering(**{"n_clusters": 3, "device": "cpu", **params}).fit(x)
+
+
+def test_labels_of_another_length_are_refused_before_training(monkeypatch):
+    from deepclust.trainer import estimator
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", lambda *a, **k: pytest.fail("pretraining ran"))
+    x, y = blobs(n=30)
+    with pytest.raises(DeepclustError, match=r"y has shape \(10,\), but X has 30 rows"):
+        small().fit(x, y[:10])
+
+
+def test_transform_before_fit_says_so():
+    with pytest.raises(DeepclustError, match="not fitted yet; call fit first"):
+        small().transform(blobs(n=30)[0])
+
+
+def test_selflabel_needs_two_rows_more_than_clusters_before_training(monkeypatch):
+    # UMAP's spectral start solves for k + 1 eigenvectors of the rows' graph: with 8 rows and
+    # k = 7 it failed after pretraining.
+    from deepclust.trainer import estimator
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", lambda *a, **k: pytest.fail("pretraining ran"))
+    x = blobs(n=30)[0][:8]
+    with pytest.raises(DeepclustError, match="method='selflabel' needs n_samples >= n_clusters \\+ 2 = 9"):
+        DeepClustering(7, method="selflabel", device="cpu").fit(x)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return small(epochs=1).fit(blobs(n=60)[0])
+
+
+@pytest.mark.parametrize("existing", ["user folder", "file"])
+def test_save_overwrite_refuses_what_is_not_a_bundle_and_leaves_nothing(tmp_path, fitted, existing):
+    target = tmp_path / "b"
+    if existing == "file":
+        target.write_text("user data")
+    else:
+        target.mkdir()
+        (target / "notes.txt").write_text("user data")
+    with pytest.raises(DeepclustError, match="b: not a model bundle; --overwrite replaces only a bundle folder"):
+        fitted.save(target, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert (target if existing == "file" else target / "notes.txt").read_text() == "user data"
+
+
+def test_save_overwrite_replaces_a_bundle_or_an_empty_folder(tmp_path, fitted):
+    (tmp_path / "empty").mkdir()
+    fitted.save(tmp_path / "empty", overwrite=True)
+    fitted.save(tmp_path / "bundle")
+    fitted.save(tmp_path / "bundle", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "empty"]
+    assert all(load_bundle(tmp_path / name).manifest.k == 3 for name in ("bundle", "empty"))
