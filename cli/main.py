@@ -354,11 +354,11 @@ def train(
 ):
     """Pretrain an encoder, fit a clustering head, and export a verified model bundle."""
     from deepclust.trainer.checkpoint import check_writable
-    from deepclust.trainer.export import check_bundle_path
+    from deepclust.runtime.bundle import check_bundle_target
 
     # Every output is checked here, so that a bad path fails now and not after the training.
     _refuse_existing(out_dir, overwrite, "bundle folder")
-    check_bundle_path(out_dir, overwrite=overwrite)
+    check_bundle_target(out_dir, overwrite=overwrite)
     for path in save_pretrained or ():
         check_writable(path)
         _refuse_existing(path, overwrite, "file")

@@ -3,7 +3,7 @@
 A bundle is a folder of data only (no pickles, no class names to import)::
 
     manifest.json   format version, input spec, preprocessing, method, metrics, versions,
-                    and the sha256 of every other file
+                    the sha256 of every other file, and its own (of its other fields)
     encoder.onnx    raw-but-preprocessed input (n, n_features) -> embedding (n, latent_dim)
     centroids.npy   float32 (k, latent_dim)
     ...             optional files named in the manifest (e.g. GMM parameters)
@@ -31,6 +31,9 @@ from .preprocessing import Preprocessing
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# The manifest's checksum of its own other fields: an edited preprocessing scale or k would
+# change every result as silently as an altered encoder. Bundles written before it lack it.
+MANIFEST_SHA256 = "manifest_sha256"
 ENCODER = "encoder.onnx"
 CENTROIDS = "centroids.npy"
 # Optional fused graphs (preprocessing + encoder + nearest centroid), exact and int8.
@@ -98,6 +101,7 @@ class Manifest:
         d["input"] = self.input.to_dict()
         d["preprocessing"] = self.preprocessing.to_dict()
         ordered = {"format_version": d.pop("format_version"), **d}
+        ordered[MANIFEST_SHA256] = manifest_sha256(ordered)
         return json.dumps(ordered, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -129,6 +133,29 @@ class Bundle:
     @property
     def encoder_path(self) -> Path:
         return self.path / ENCODER
+
+
+def manifest_sha256(fields: dict) -> str:
+    """sha256 of a manifest's fields but this checksum, as canonical JSON (so it does not depend
+    on how the file is indented)."""
+    body = {name: value for name, value in fields.items() if name != MANIFEST_SHA256}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def check_bundle_target(path: str | os.PathLike, *, overwrite: bool) -> None:
+    """Refuse a path a bundle may not be written to, before any work. ``overwrite`` replaces only
+    a bundle (a folder with a manifest) or an empty folder: anything else may be the user's own
+    data, which replacing would delete."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise BundleError(f"{path}: already exists (pass --overwrite to replace it)")
+        if path.is_symlink() or not path.is_dir() or not ((path / MANIFEST).is_file() or not any(path.iterdir())):
+            raise BundleError(f"{path}: not a model bundle; --overwrite replaces only a bundle folder (one with "
+                              f"{MANIFEST}) or an empty folder: remove it yourself or write elsewhere")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise BundleError(f"{path}: cannot be written: {parent} is a file, not a folder")
 
 
 def sha256_file(path: Path) -> str:
@@ -170,8 +197,7 @@ def write_bundle(path: str | os.PathLike, manifest: Manifest, files: dict[str, b
     for required in (ENCODER, CENTROIDS):
         if required not in files:
             raise BundleError(f"{path}: cannot write a bundle without {required}")
-    if path.exists() and not overwrite:
-        raise BundleError(f"{path}: already exists (pass --overwrite to replace it)")
+    check_bundle_target(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
@@ -221,6 +247,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"{manifest_path}: bundle format {raw['format_version']} is not supported "
             f"(this deepclust reads format {FORMAT_VERSION}); use the deepclust that wrote it"
         )
+    if MANIFEST_SHA256 in raw and raw[MANIFEST_SHA256] != manifest_sha256(raw):
+        raise BundleError(f"{manifest_path}: checksum mismatch (the manifest was edited or is corrupt)")
     try:
         manifest = Manifest.from_dict(raw)
     except (KeyError, TypeError, ValueError) as e:

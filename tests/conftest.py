@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -47,3 +48,11 @@ def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
     else:
         path.write_bytes(data)
     return path
+
+
+def write_manifest(bundle: Path, fields: dict) -> None:
+    """Write edited manifest fields into a bundle, re-stamped with the manifest's own checksum:
+    tests that change a manifest on purpose test what comes after that check."""
+    from deepclust.runtime.bundle import MANIFEST, MANIFEST_SHA256, manifest_sha256
+
+    (bundle / MANIFEST).write_text(json.dumps({**fields, MANIFEST_SHA256: manifest_sha256(fields)}))

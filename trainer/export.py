@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from deepclust.runtime.assigner import Assigner
-from deepclust.runtime.bundle import (CENTROIDS, ENCODER, GAUSSIAN_MIXTURE, MANIFEST, NEAREST_CENTROID, PIPELINE,
-                                      PIPELINE_INT8, InputSpec, Manifest, npy_bytes, runtime_versions,
-                                      write_bundle)
+from deepclust.runtime.bundle import (CENTROIDS, ENCODER, GAUSSIAN_MIXTURE, NEAREST_CENTROID, PIPELINE,
+                                      PIPELINE_INT8, InputSpec, Manifest, check_bundle_target, npy_bytes,
+                                      runtime_versions, write_bundle)
 from deepclust.runtime.errors import DeepclustError
 
 from .pipeline_graph import fuse_pipeline
@@ -44,29 +44,13 @@ def encoder_to_onnx(encoder: torch.nn.Module, n_features: int) -> bytes:
     return buf.getvalue()
 
 
-def check_bundle_path(path, *, overwrite: bool) -> None:
-    """Refuse, before any work, a ``path`` a bundle may not be written to. ``overwrite`` replaces
-    only a bundle (a folder with a manifest) or an empty folder: anything else may be the
-    user's own data, which replacing would delete."""
-    path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise DeepclustError(f"{path}: already exists (pass --overwrite to replace it)")
-        if path.is_symlink() or not path.is_dir() or not ((path / MANIFEST).is_file() or not any(path.iterdir())):
-            raise DeepclustError(f"{path}: not a model bundle; --overwrite replaces only a bundle folder (one with "
-                                 f"{MANIFEST}) or an empty folder: remove it yourself or write elsewhere")
-    parent = next(p for p in path.absolute().parents if p.exists())
-    if not parent.is_dir():
-        raise DeepclustError(f"{path}: cannot be written: {parent} is a file, not a folder")
-
-
 def export_bundle(model, path, *, overwrite: bool = False, int8: bool = True) -> Path:
     """Write the fitted ``DeepClustering`` model to ``path`` and verify it with the runtime.
 
     Nearest-centroid bundles also get the fused ``pipeline.onnx`` and, with ``int8``, its
     statically calibrated int8 copy, whose agreement with fp32 is measured and recorded.
     """
-    check_bundle_path(path, overwrite=overwrite)
+    check_bundle_target(path, overwrite=overwrite)  # before the export work, not after it
     x_raw = model._fit_sample
     manifest = Manifest(
         input=InputSpec(sample_shape=tuple(model.sample_shape_), dtype=str(x_raw.dtype),

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from deepclust.cli.main import app
 from deepclust.runtime import Assigner
 
+from ..conftest import write_manifest
+
 runner = CliRunner()
 
 
@@ -192,7 +194,7 @@ def test_corrupt_model_with_a_matching_checksum(tmp_path, bundle_copy, digits_ro
     (bundle_copy / name).write_bytes(b"\x08\x07garbage, not a protobuf model")
     m = json.loads((bundle_copy / "manifest.json").read_text())
     m["files"][name] = hashlib.sha256((bundle_copy / name).read_bytes()).hexdigest()
-    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    write_manifest(bundle_copy, m)
     np.save(tmp_path / "in.npy", digits_rows)
     _assign_fails(tmp_path, bundle_copy, tmp_path / "in.npy", name, "onnxruntime cannot load the model",
                   args=("--precision", "int8" if "int8" in name else "fp32"))
@@ -211,7 +213,7 @@ def test_brackets_in_paths_and_names_print_as_given(tmp_path, reference_bundle, 
     _one_line_error(run("inspect", tmp_path / "data[raw]"), f"{tmp_path / 'data[raw]'}: not a model bundle")
     m = json.loads((bundle_copy / "manifest.json").read_text())
     m["input"]["feature_names"] = [f"pixel[r{i // 8}]" for i in range(64)]
-    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    write_manifest(bundle_copy, m)
     r = runner.invoke(app, ["inspect", str(bundle_copy)], env={"COLUMNS": "400"})
     assert r.exit_code == 0 and "columns pixel[r0], pixel[r0]" in r.output, r.output
 

@@ -10,6 +10,8 @@ import pytest
 from deepclust.runtime import Assigner, InputError
 from deepclust.runtime.bundle import load_bundle
 
+from ..conftest import write_manifest
+
 
 @pytest.fixture(scope="module")
 def assigner(reference_bundle):
@@ -113,7 +115,7 @@ def test_a_data_frame_is_read_by_column_name_when_the_model_names_its_features(b
     names = [f"p{j}" for j in range(64)]
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["input"].update(feature_names=names, sample_shape=[64])  # as a bundle trained on a table
-    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bundle_copy, manifest)
     a = Assigner.load(bundle_copy, device="cpu", precision="fp32")
     expected = a.assign(digits_rows).labels
     frame = pd.DataFrame(digits_rows, columns=names)

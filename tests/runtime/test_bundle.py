@@ -111,3 +111,28 @@ def test_gaussian_mixture_bundle_needs_its_arrays(tmp_path):
     write_bundle(tmp_path / "b", m, files)
     with pytest.raises(BundleError, match="gmm_precisions_cholesky.npy: a Gaussian-mixture bundle needs"):
         load_bundle(tmp_path / "b")
+
+
+def test_an_edited_manifest_fails_its_own_checksum(bundle_copy):
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    (bundle_copy / MANIFEST).write_text(json.dumps(m, indent=4))  # layout is not content
+    assert load_bundle(bundle_copy).manifest.k == m["k"]
+    m["preprocessing"]["scale"] *= 2  # would change every embedding, as an altered encoder would
+    (bundle_copy / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="manifest.json: checksum mismatch"):
+        load_bundle(bundle_copy)
+
+
+def test_overwrite_replaces_only_a_bundle_or_an_empty_folder(tmp_path):
+    files = {ENCODER: b"x", CENTROIDS: npy_bytes(np.eye(2, dtype=np.float32))}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("user data")
+    (tmp_path / "file").write_text("user data")
+    for target in ("mine", "file"):
+        with pytest.raises(BundleError, match=f"{target}: not a model bundle"):
+            write_bundle(tmp_path / target, _tiny_manifest(), files, overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == (tmp_path / "file").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+    (tmp_path / "empty").mkdir()
+    write_bundle(tmp_path / "empty", _tiny_manifest(), files, overwrite=True)
+    assert (tmp_path / "empty" / MANIFEST).is_file()
