@@ -62,6 +62,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def count_distinct_rows(X: np.ndarray, *, up_to: int) -> int:
+    """Distinct rows of ``X``, counted until ``up_to`` are found (usually within the first few
+    rows; all rows only when the data is degenerate, e.g. a constant table)."""
+    seen: set[bytes] = set()
+    for start in range(0, len(X), 4096):
+        for row in np.ascontiguousarray(X[start:start + 4096]).reshape(-1, int(np.prod(X.shape[1:]))):
+            seen.add(row.tobytes())
+            if len(seen) >= up_to:
+                return len(seen)
+    return len(seen)
+
+
 class DeepClustering:
     """Autoencoder + clustering head, exportable to a runtime bundle.
 
@@ -359,6 +371,10 @@ class DeepClustering:
         self._validate_params(len(X))
         if y is not None and (np.ndim(y) != 1 or len(y) != len(X)):
             raise InputError(f"y has shape {np.shape(y)}, but X has {len(X)} rows (one label per row)")
+        distinct = count_distinct_rows(X, up_to=self.n_clusters)
+        if distinct < self.n_clusters:
+            raise InputError(f"the data has {distinct} distinct row(s), fewer than the {self.n_clusters} clusters "
+                             "asked for: there is nothing to split into that many")
         if pretrained is not None and save_pretrained_to is not None:
             raise DeepclustError("pretrained skips pretraining, so there is nothing for save_pretrained_to to save")
         loads, saves = (self._one_path_per_run(paths, name) for paths, name in

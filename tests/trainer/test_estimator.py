@@ -379,3 +379,13 @@ def test_save_overwrite_replaces_a_bundle_or_an_empty_folder(tmp_path, fitted):
     fitted.save(tmp_path / "bundle", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "empty"]
     assert all(load_bundle(tmp_path / name).manifest.k == 3 for name in ("bundle", "empty"))
+
+
+def test_data_with_fewer_distinct_rows_than_clusters_is_refused_before_training(monkeypatch):
+    from deepclust.trainer import estimator
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", lambda *a, **k: pytest.fail("pretraining ran"))
+    x = np.ones((40, 5), np.float32)
+    x[::2] = 2  # two distinct rows for three clusters
+    with pytest.raises(DeepclustError, match="the data has 2 distinct row"):
+        small().fit(x)
