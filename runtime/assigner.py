@@ -198,11 +198,11 @@ class Assigner:
     def _validated_copy(self, x, source: str = "input", start: int = 0) -> np.ndarray:
         names = self.manifest.input.feature_names
         if names is not None and hasattr(x, "columns"):  # a data frame: its columns by name, as files are read
-            have = set(x.columns)
+            have = {str(c): c for c in x.columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
             missing = [c for c in names if c not in have]
             if missing:
                 raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
-            x = x[list(names)]
+            x = x[[have[c] for c in names]]
         x = np.asarray(x)
         if x.dtype.kind not in "biuf":
             raise InputError(f"{source}: dtype {x.dtype} is not numeric")

@@ -123,3 +123,14 @@ def test_a_data_frame_is_read_by_column_name_when_the_model_names_its_features(b
     np.testing.assert_array_equal(a.assign(reordered).labels, expected)
     with pytest.raises(InputError, match="missing feature columns the model expects: p0"):
         a.assign(frame.drop(columns="p0"))
+
+
+
+def test_a_frame_of_numbered_columns_fits_a_model_trained_on_a_headerless_csv(bundle_copy, digits_rows):
+    pd = pytest.importorskip("pandas")
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["input"].update(feature_names=[str(j) for j in range(64)], sample_shape=[64])  # CSV columns "0", "1", ...
+    write_manifest(bundle_copy, manifest)
+    a = Assigner.load(bundle_copy, device="cpu", precision="fp32")
+    frame = pd.DataFrame(digits_rows)  # columns 0, 1, ... (integers)
+    np.testing.assert_array_equal(a.assign(frame[frame.columns[::-1]]).labels, a.assign(digits_rows).labels)
