@@ -144,8 +144,15 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     bundle = load_bundle(bundle_path)
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
     chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows)
-    if output_dir.exists() and not overwrite:
-        raise InputError(f"{output_dir}: already exists (pass --overwrite to replace it)")
+    if output_dir.exists() or output_dir.is_symlink():
+        out = output_dir.resolve()
+        if any(f == out or out in f.parents for f in (Path(p).resolve() for c in chunks for p in c["paths"])):
+            raise InputError(f"{output_dir}: holds the inputs; write the results elsewhere")
+        if not overwrite:
+            raise InputError(f"{output_dir}: already exists (pass --overwrite to replace it)")
+        if not _is_replaceable_output(output_dir):
+            raise InputError(f"{output_dir}: not an output of this engine; --overwrite replaces only a folder of "
+                             "part-*.parquet files or an empty folder: remove it yourself or write elsewhere")
     if not output_dir.parent.exists():
         raise InputError(f"{output_dir.parent}: output folder does not exist")
 
@@ -455,6 +462,14 @@ def _parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def _is_replaceable_output(path: Path) -> bool:
+    """An earlier job's output (part-*.parquet files only) or an empty folder: what --overwrite
+    may delete. Anything else may be the user's data, or the job's own input."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(p.is_file() and p.name.startswith("part-") and p.name.endswith(".parquet") for p in path.iterdir())
 
 
 def _replace(tmp: Path, target: Path) -> None:

@@ -125,7 +125,8 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None) -> Reader
         if not path.is_dir():
             readers.append(open_reader(path, feature_names=feature_names, can_ignore=False))
             continue
-        files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")
+        # Hidden files are not data; nor are zero-byte parts (Hadoop and Hive write them for empty partitions).
+        files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".") and f.stat().st_size
                        and (f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)))
         if files:
             found = [open_reader(f, feature_names=feature_names, can_ignore=False) for f in files]

@@ -86,6 +86,8 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
     manifest = assigner.manifest
     chunk_rows = aligned_chunk_rows(chunk_rows, assigner.batch_size)
     reader = open_inputs(inputs, feature_names=manifest.input.feature_names)
+    if output.exists() and any(output.resolve() == f.resolve() for f in reader.files):
+        raise InputError(f"{output}: is also an input; write the results elsewhere")
     if reader.n_values != manifest.input.n_features:
         raise InputError(assigner.shape_error(reader.path, reader.sample_shape))
     sink = ResultWriter.check_target(output, overwrite=overwrite)

@@ -86,7 +86,13 @@ def test_existing_output_and_non_parquet_inputs_are_refused_before_any_work(tmp_
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="already exists"):
         score_parquet_with_ray(reference_bundle, src, tmp_path / "out")
+    # --overwrite replaces an earlier output, not the user's data or the job's own input
+    with pytest.raises(InputError, match="not an output of this engine"):
+        score_parquet_with_ray(reference_bundle, src, tmp_path / "out", overwrite=True)
+    with pytest.raises(InputError, match="holds the inputs"):
+        score_parquet_with_ray(reference_bundle, src, src, overwrite=True)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in src.iterdir()) == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
     np.save(tmp_path / "x.npy", rows)
     with pytest.raises(InputError, match="not a Parquet file"):
         score_parquet_with_ray(reference_bundle, tmp_path / "x.npy", tmp_path / "out2")

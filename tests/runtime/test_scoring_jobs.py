@@ -305,3 +305,16 @@ def test_a_read_batch_larger_than_the_input_needs_no_more_memory_than_the_input(
     src, x = rows
     score_file(assigner, src, tmp_path / "out.npy", batch_rows=1 << 40)  # a 2^40-row buffer would not fit
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(x).labels)
+
+
+def test_zero_byte_parts_of_a_data_set_folder_are_skipped_and_an_input_is_never_the_output(
+        tmp_path, assigner, digits_rows):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    np.save(folder / "part-0.npy", digits_rows)
+    (folder / "part-1.npy").write_bytes(b"")  # Hadoop and Hive write zero-byte parts
+    score_file(assigner, folder, tmp_path / "out.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy")["label"], assigner.assign(digits_rows).labels)
+    with pytest.raises(InputError, match="part-0.npy: is also an input"):
+        score_file(assigner, folder / "part-0.npy", folder / "part-0.npy", overwrite=True)
+    np.testing.assert_array_equal(np.load(folder / "part-0.npy"), digits_rows)
