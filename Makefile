@@ -22,7 +22,7 @@ test: $(STAMP)
 
 # Rebuilds the reference bundle the tests score with (models/digits).
 reference-bundle: $(STAMP)
-	$(BIN)/deepclust train --data digits --k 10 --hidden 256,256,512 --out models/digits --overwrite --seed 0 --quiet
+	$(BIN)/deepclust train --data digits --k 10 --method kmeans --hidden 256,256,512 --out models/digits --overwrite --seed 0 --quiet
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

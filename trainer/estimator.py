@@ -82,8 +82,8 @@ class DeepClustering:
     n_clusters : int, default 10
     method : {"kmeans", "gmm", "dec", "idec", "dcn", "dkm", "selflabel"}, default "kmeans"
         Head fitted on the embedding after pretraining. dec/idec/dcn/dkm start from ``init``'s
-        partition and fine-tune encoder and centroids: "dec" on DEC's KL loss, "idec" on KL +
-        0.1 x reconstruction, "dcn" alternating with mini-batch k-means, "dkm" on a
+        partition and fine-tune encoder and centroids: "dec" on DEC's KL loss, "idec" on
+        reconstruction + 0.1 x KL, "dcn" alternating with mini-batch k-means, "dkm" on a
         softmax-weighted k-means loss (alpha 1000). "selflabel" trains encoder and centroids to
         reproduce the confident labels of N2D's UMAP + GMM partition (``selflabel``).
     student : {"auto", "encoder", "conv", "head"}, default "auto"

@@ -234,3 +234,24 @@ def test_a_closed_output_pipe_stops_quietly(reference_bundle, json_output):
     proc = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE)
     os.close(write_end)
     assert proc.returncode == 1 and proc.stderr == b""
+
+
+def test_version_and_a_missing_training_extra_are_named(monkeypatch, reference_bundle):
+    from importlib.metadata import version
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"deepclust {version('deepclust')}"
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):  # a scoring-only install
+        if name.split(".")[0] == "sklearn":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    for name in [m for m in sys.modules if m.split(".")[0] == "sklearn" or m == "deepclust.trainer.metrics"]:
+        monkeypatch.delitem(sys.modules, name)
+    r = runner.invoke(app, ["evaluate", str(reference_bundle), "digits"])
+    assert r.exit_code == 1 and "pip install 'deepclust[train]'" in r.output, r.output
