@@ -291,7 +291,9 @@ class DeepClustering:
                     or not all(integer(w) and w >= 1 for w in widths) or (name == "filters" and len(widths) == 0)):
                 raise DeepclustError(f"{name}={widths!r} should hold {rule}")
         if self.method not in METHODS:
-            raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}")
+            auto = (" ('auto' is the CLI's choice: name the method here, e.g. method='selflabel', augment=True "
+                    "for images, 'kmeans' for tables)") if self.method == "auto" else ""
+            raise DeepclustError(f"method={self.method!r} should be one of {', '.join(METHODS)}{auto}")
         if self.student not in STUDENTS:
             raise DeepclustError(f"student={self.student!r} should be one of {', '.join(STUDENTS)}")
         if self.teacher_runs != 1 and self.method != "selflabel":

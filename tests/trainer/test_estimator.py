@@ -389,3 +389,8 @@ def test_data_with_fewer_distinct_rows_than_clusters_is_refused_before_training(
     x[::2] = 2  # two distinct rows for three clusters
     with pytest.raises(DeepclustError, match="the data has 2 distinct row"):
         small().fit(x)
+
+
+def test_method_auto_says_the_estimator_names_its_method():
+    with pytest.raises(DeepclustError, match="'auto' is the CLI's choice: name the method here"):
+        small(method="auto").fit(blobs(n=30)[0])
