@@ -528,12 +528,14 @@ class _DropRecords(logging.Filter):
 
 class _quiet_ray_data:
     """For one job, hold Ray Data's console log (execution plans, progress lines) at WARNING,
-    and drop its warning that progress bars are off (the job turns them off on purpose)."""
+    and drop its warning that progress bars are off (the job turns them off on purpose).
+    Its ERROR records are held too: they are the stack traces of a failed task, whose cause
+    the job raises itself as one line (a bad row: file and row), or whole (anything else)."""
 
     def __enter__(self):
         self.logger = logging.getLogger("ray.data")
         self.level = self.logger.level
-        self.logger.setLevel(logging.WARNING)
+        self.logger.setLevel(logging.CRITICAL)
         self.progress_log = logging.getLogger("ray.data._internal.progress")
         self.notice = _DropRecords("Progress bars disabled")
         self.progress_log.addFilter(self.notice)

@@ -1,6 +1,9 @@
 """The Ray Data engine on a local 2-CPU Ray: same results as the local engine, row for row,
 and the local engine's errors, with no output left behind."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,3 +113,15 @@ def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path, reference_
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output
     assert f"scored {len(rows)} rows" in remote.output
     assert pq.read_table(tmp_path / "r").equals(pq.read_table(tmp_path / "l.parquet"))
+
+
+def test_a_bad_row_on_the_cli_is_one_line_not_ray_stack_traces(tmp_path, reference_bundle, rows):
+    x = rows.copy()
+    x[333, 3] = np.nan
+    src = _write_parts(tmp_path / "in", x)
+    proc = subprocess.run([sys.executable, "-m", "deepclust.cli", "assign", str(reference_bundle), str(src), "-o",
+                           str(tmp_path / "out"), "--engine", "ray", "-q"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == f"error: {src / 'part-0.parquet'}: row 333 holds NaN, Inf or a missing value"
+    assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
