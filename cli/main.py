@@ -462,7 +462,10 @@ def assign(
                               "order), or a folder of PNG/JPEG images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result file: .parquet, .npy or .csv (with "
                                          "--engine ray: a folder of Parquet files).", rich_help_panel=OUTPUT_PANEL)],
-    soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row).",
+    soft: Annotated[bool, typer.Option(help="Also write soft assignments (k probabilities per row: a GMM "
+                                       "bundle's posterior, else DEC's Student-t kernel over squared distances, "
+                                       "which is flat where the embedding is L2-normalised (k-means bundles' "
+                                       "by default): rank rows by distance there).",
                                      rich_help_panel=OUTPUT_PANEL)] = False,
     embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.",
                                            rich_help_panel=OUTPUT_PANEL)] = False,
