@@ -527,10 +527,10 @@ class _DropRecords(logging.Filter):
 
 
 class _quiet_ray_data:
-    """For one job, hold Ray Data's console log (execution plans, progress lines) at WARNING,
-    and drop its warning that progress bars are off (the job turns them off on purpose).
-    Its ERROR records are held too: they are the stack traces of a failed task, whose cause
-    the job raises itself as one line (a bad row: file and row), or whole (anything else)."""
+    """For one job, hold Ray Data's console log to CRITICAL: its execution plans and progress
+    lines, its warning that progress bars are off (the job turns them off on purpose), and its
+    ERROR records, the stack traces of a failed task, whose cause the job raises itself, as
+    one line for a bad row (file and row) or whole for anything else."""
 
     def __enter__(self):
         self.logger = logging.getLogger("ray.data")
