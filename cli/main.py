@@ -469,6 +469,10 @@ def assign(
                                      rich_help_panel=OUTPUT_PANEL)] = False,
     embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.",
                                            rich_help_panel=OUTPUT_PANEL)] = False,
+    keep_column: Annotated[Optional[str], typer.Option(
+        "--keep-column", metavar="NAME", help="Copy this column of the input (an id) into the output, first, to join "
+                                              "the results back by: .parquet/.csv inputs and outputs, local engine.",
+        rich_help_panel=OUTPUT_PANEL)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows read per batch (bounds memory; the encoder runs in "
                                             "calls of its own best size).", rich_help_panel=SCORING_PANEL)] = 4096,
     device: Annotated[Device, typer.Option(
@@ -503,6 +507,8 @@ def assign(
     from deepclust.runtime import Assigner, score_file
 
     _refuse_existing(output, overwrite, "output")
+    if engine is Engine.ray and keep_column is not None:
+        raise DeepclustError("--keep-column works with the local engine only, for now")
     if engine is Engine.ray:
         from deepclust.runtime.ray_engine import score_parquet_with_ray
 
@@ -515,7 +521,7 @@ def assign(
                       TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
             task = progress.add_task("assign", total=None)
             report = score_file(assigner, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
-                                batch_rows=batch_size, chunk_rows=chunk_rows, resume=resume,
+                                batch_rows=batch_size, chunk_rows=chunk_rows, resume=resume, keep_column=keep_column,
                                 on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     resumed = f" (resumed after {report.resumed_rows})" if getattr(report, "resumed_rows", 0) else ""
     out.print(f"scored {report.rows} rows{resumed} in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) "

@@ -114,22 +114,25 @@ TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def open_inputs(inputs, *, feature_names: Sequence[str] | None = None) -> Reader:
+def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: str | None = None) -> Reader:
     """One reader over ``inputs``: a file, a folder, or a list of them. A folder holds files of
-    one format (read in name order; e.g. a Parquet data set) or PNG/JPEG images (recursively)."""
+    one format (read in name order; e.g. a Parquet data set) or PNG/JPEG images (recursively).
+    ``kept`` names a column of table inputs that is no feature, to be carried to the output
+    (an id): batches hold it as their ``labels``."""
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not paths:
         raise InputError("no input given")
     readers: list[Reader] = []
     for path in paths:
         if not path.is_dir():
-            readers.append(open_reader(path, feature_names=feature_names, can_ignore=False))
+            readers.append(open_reader(path, feature_names=feature_names, label_column=kept, can_ignore=False))
             continue
         # Hidden files are not data; nor are zero-byte parts (Hadoop and Hive write them for empty partitions).
         files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".") and f.stat().st_size
                        and (f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)))
         if files:
-            found = [open_reader(f, feature_names=feature_names, can_ignore=False) for f in files]
+            found = [open_reader(f, feature_names=feature_names, label_column=kept, can_ignore=False)
+                     for f in files]
             # An MNIST-style folder holds label files beside the images: they are not rows.
             samples = [r for r in found if not (isinstance(r, IdxReader) and r.is_labels)]
             readers.extend(samples or found)
@@ -137,6 +140,11 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None) -> Reader
             readers.append(ImageFolderReader(path))
         else:
             raise InputError(f"{path}: no .npy, .parquet, .csv, IDX or image files in this folder")
+    if kept is not None:
+        for r in readers:
+            if not r.has_labels:
+                raise InputError(f"{r.path}: has no columns to keep (a kept column is read from .parquet and .csv "
+                                 "inputs)")
     return readers[0] if len(readers) == 1 else MultiReader(readers)
 
 

@@ -43,7 +43,7 @@ log = logging.getLogger("deepclust")
 
 DEFAULT_CHUNK_ROWS = 65_536
 JOB_VERSION = 1
-_FIELDS = ("labels", "distances", "soft", "embeddings")
+_FIELDS = ("labels", "distances", "soft", "embeddings", "kept")
 
 
 @dataclass
@@ -76,25 +76,28 @@ def work_dir_for(output: str | os.PathLike) -> Path:
 def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os.PathLike],
                output_path: str | os.PathLike, *, soft: bool = False, embeddings: bool = False,
                overwrite: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
-               chunk_rows: int = DEFAULT_CHUNK_ROWS, resume: bool = True,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, resume: bool = True, keep_column: str | None = None,
                on_progress: Callable[[int, int | None], None] | None = None) -> ScoringReport:
     """Score every row of ``inputs`` (a file, a folder, or a list of them) into ``output_path``
     (.parquet, .npy or .csv), resuming a previous interrupted run of the same job unless
     ``resume`` is False. Memory stays at a few batches whatever the input size.
+    ``keep_column``: a column of table inputs (an id) copied into the output before the results.
     ``on_progress(rows_done, total_rows_or_None)`` is called after each batch."""
     output = Path(output_path)
     manifest = assigner.manifest
     chunk_rows = aligned_chunk_rows(chunk_rows, assigner.batch_size)
-    reader = open_inputs(inputs, feature_names=manifest.input.feature_names)
+    sink = ResultWriter.check_target(output, overwrite=overwrite, kept=keep_column)
+    reader = open_inputs(inputs, feature_names=manifest.input.feature_names, kept=keep_column)
     if output.exists() and any(output.resolve() == f.resolve() for f in reader.files):
         raise InputError(f"{output}: is also an input; write the results elsewhere")
     if reader.n_values != manifest.input.n_features:
         raise InputError(assigner.shape_error(reader.path, reader.sample_shape))
-    sink = ResultWriter.check_target(output, overwrite=overwrite)
     work = work_dir_for(output)
     job = {"version": JOB_VERSION, "inputs": reader.fingerprint(), "bundle": _bundle_id(assigner),
            "precision": assigner.precision, "soft": soft, "embeddings": embeddings,
            "batch_rows": batch_rows, "chunk_rows": chunk_rows, "format": sink}
+    if keep_column is not None:  # absent otherwise, so that jobs from before it still resume
+        job["keep_column"] = keep_column
     t0 = time.perf_counter()
     with _JobFolder(work, job, resume) as folder:
         done_chunks = folder.completed_chunks()
@@ -103,11 +106,12 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
             log.info("resuming %s: %d rows already scored", output, start)
         row = start
         parts: list = []
+        kept = _KeptRows(output, keep_column)
         try:
-            values = (b.values for b in reader.batches(batch_rows, start_row=start))
+            values = (kept.push(b) for b in reader.batches(batch_rows, start_row=start))
             for x in scoring_calls(values, start, assigner.batch_size, chunk_rows):
                 result = assigner._assign_prepared(x, soft, embeddings)
-                arrays = (result.labels, result.distances, result.soft, result.embeddings)
+                arrays = (result.labels, result.distances, result.soft, result.embeddings, kept.take(len(x)))
                 offset = 0
                 while offset < len(x):  # a batch may cross a chunk boundary
                     take = min(len(x) - offset, chunk_rows - (row % chunk_rows))
@@ -126,12 +130,46 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
         except KeyboardInterrupt:
             raise Interrupted(output, row - row % chunk_rows, reader.n_rows) from None
         writer = ResultWriter(output, k=manifest.k, latent_dim=manifest.latent_dim, soft=soft,
-                              embeddings=embeddings, overwrite=overwrite, temp_path=work / f"output{output.suffix}")
+                              embeddings=embeddings, overwrite=overwrite, temp_path=work / f"output{output.suffix}",
+                              kept=keep_column)
         with writer:
             for arrays in folder.chunks():
                 writer.write(*arrays)
         folder.discard()
     return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=output, resumed_rows=start)
+
+
+class _KeptRows:
+    """The kept column's values of rows read but not yet scored: reading runs ahead of the
+    encoder calls, which take rows in order. Values become a plain numpy array (strings as
+    fixed-width unicode), so that chunks save without pickles."""
+
+    def __init__(self, output: Path, column: str | None):
+        self.output, self.column, self.parts, self.first = output, column, [], 0
+
+    def push(self, batch) -> np.ndarray:
+        if self.column is not None:
+            values = np.asarray(batch.labels)
+            if values.dtype == object:
+                if any(v is None for v in values.tolist()):
+                    raise InputError(f"kept column {self.column!r}: a row from {batch.start} on has no value")
+                values = values.astype(str)
+            self.parts.append(values.copy())
+        return batch.values
+
+    def take(self, n: int) -> np.ndarray | None:
+        if self.column is None:
+            return None
+        taken = []
+        while n:
+            part = self.parts[0][self.first:self.first + n]
+            taken.append(part)
+            n -= len(part)
+            self.first += len(part)
+            if self.first == len(self.parts[0]):
+                self.parts.pop(0)
+                self.first = 0
+        return np.concatenate(taken)
 
 
 def aligned_chunk_rows(chunk_rows: int, call_rows: int) -> int:

@@ -17,28 +17,38 @@ from .errors import InputError
 FORMATS = (".parquet", ".npy", ".csv")
 
 
+RESULT_COLUMNS = ("label", "distance", "soft", "embedding")
+
+
 class ResultWriter:
-    """Writes ``label``, ``distance`` and optionally ``soft`` (k) and ``embedding`` (d) per row.
+    """Writes ``label``, ``distance`` and optionally ``soft`` (k) and ``embedding`` (d) per row,
+    after the input column named ``kept`` (an id to join the results back by), when given.
 
     Use as a context manager: leaving the block normally commits, an exception aborts.
     """
 
     def __init__(self, path: str | os.PathLike, *, k: int, latent_dim: int, soft: bool = False,
-                 embeddings: bool = False, overwrite: bool = False, temp_path: str | os.PathLike | None = None):
+                 embeddings: bool = False, overwrite: bool = False, temp_path: str | os.PathLike | None = None,
+                 kept: str | None = None):
         self.path = Path(path)
-        suffix = self.check_target(self.path, overwrite=overwrite)
-        self.k, self.latent_dim, self.soft, self.embeddings = k, latent_dim, soft, embeddings
+        suffix = self.check_target(self.path, overwrite=overwrite, kept=kept)
+        self.k, self.latent_dim, self.soft, self.embeddings, self.kept = k, latent_dim, soft, embeddings, kept
         # The temporary file must be on the output's file system, for the final rename.
         self.tmp = Path(temp_path) if temp_path else self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self.rows = 0
         self._impl = {".parquet": _ParquetSink, ".npy": _NpySink, ".csv": _CsvSink}[suffix](self)
 
     @staticmethod
-    def check_target(path: Path, *, overwrite: bool = False) -> str:
+    def check_target(path: Path, *, overwrite: bool = False, kept: str | None = None) -> str:
         """Refuse an output that cannot be written; return its format (the suffix)."""
         suffix = path.suffix.lower()
         if suffix not in FORMATS:
             raise InputError(f"{path}: unknown output format {suffix or '(none)'} (use .parquet, .npy or .csv)")
+        if kept is not None and suffix == ".npy":
+            raise InputError(f"{path}: a kept column needs a .parquet or .csv output (a .npy record's fields have "
+                             "one width for the whole file)")
+        if kept is not None and (kept in RESULT_COLUMNS or kept.startswith(("soft_", "z_"))):
+            raise InputError(f"kept column {kept!r}: the output has a column of that name; rename it in the input")
         if path.is_dir():
             raise InputError(f"{path}: is a folder; the output is one {suffix} file")
         if path.exists() and not overwrite:
@@ -48,9 +58,9 @@ class ResultWriter:
         return suffix
 
     def write(self, labels: np.ndarray, distances: np.ndarray, soft: np.ndarray | None = None,
-              embeddings: np.ndarray | None = None) -> None:
+              embeddings: np.ndarray | None = None, kept: np.ndarray | None = None) -> None:
         self._impl.write(labels.astype(np.int32, copy=False), distances.astype(np.float32, copy=False),
-                         soft, embeddings)
+                         soft, embeddings, kept)
         self.rows += len(labels)
 
     def commit(self) -> Path:
@@ -75,8 +85,9 @@ class ResultWriter:
             self.abort()
 
 
-def _columns(w: ResultWriter, labels, distances, soft, embeddings, *, flat: bool) -> dict:
-    cols = {"label": labels, "distance": distances}
+def _columns(w: ResultWriter, labels, distances, soft, embeddings, kept=None, *, flat: bool) -> dict:
+    cols = {w.kept: kept} if w.kept is not None else {}
+    cols.update({"label": labels, "distance": distances})
     if w.soft:
         if flat:
             cols.update({f"soft_{j}": soft[:, j] for j in range(w.k)})
@@ -95,18 +106,27 @@ class _ParquetSink:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.w, self.pa = w, pa
+        self.w, self.pa, self.pq = w, pa, pq
         fields = [pa.field("label", pa.int32()), pa.field("distance", pa.float32())]
         if w.soft:
             fields.append(pa.field("soft", pa.list_(pa.float32(), w.k)))
         if w.embeddings:
             fields.append(pa.field("embedding", pa.list_(pa.float32(), w.latent_dim)))
-        self.schema = pa.schema(fields)
-        self.writer = pq.ParquetWriter(w.tmp, self.schema)
+        self.fields, self.schema = fields, None
+        self.writer = None
+        if w.kept is None:
+            self._open(pa.schema(fields))
 
-    def write(self, labels, distances, soft, embeddings):
+    def _open(self, schema):
+        self.schema, self.writer = schema, self.pq.ParquetWriter(self.w.tmp, schema)
+
+    def write(self, labels, distances, soft, embeddings, kept=None):
         pa = self.pa
         arrays = [pa.array(labels), pa.array(distances)]
+        if self.w.kept is not None:
+            arrays.insert(0, pa.array(kept))
+            if self.writer is None:  # the kept column's type is the input's, known from the first rows
+                self._open(pa.schema([pa.field(self.w.kept, arrays[0].type), *self.fields]))
         for flag, m in ((self.w.soft, soft), (self.w.embeddings, embeddings)):
             if flag:
                 m = np.ascontiguousarray(m, dtype=np.float32)
@@ -114,6 +134,8 @@ class _ParquetSink:
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def close(self):
+        if self.writer is None and self.schema is None:  # no rows: still a valid, empty file
+            self._open(self.pa.schema([self.pa.field(self.w.kept, self.pa.string()), *self.fields]))
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -124,11 +146,11 @@ class _CsvSink:
         self.w = w
         self.writer = None
 
-    def write(self, labels, distances, soft, embeddings):
+    def write(self, labels, distances, soft, embeddings, kept=None):
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
-        table = pa.table(_columns(self.w, labels, distances, soft, embeddings, flat=True))
+        table = pa.table(_columns(self.w, labels, distances, soft, embeddings, kept, flat=True))
         if self.writer is None:
             self.writer = pcsv.CSVWriter(self.w.tmp, table.schema)
         self.writer.write_table(table)
@@ -140,7 +162,7 @@ class _CsvSink:
 
             empty = np.empty((0, max(self.w.k, self.w.latent_dim)), np.float32)
             table = pa.table(_columns(self.w, np.empty(0, np.int32), np.empty(0, np.float32), empty, empty,
-                                      flat=True))
+                                      np.empty(0, str), flat=True))
             pcsv.write_csv(table, self.w.tmp)
         else:
             self.writer.close()
@@ -171,7 +193,7 @@ class _NpySink:
         body += b" " * pad + b"\n"
         return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
-    def write(self, labels, distances, soft, embeddings):
+    def write(self, labels, distances, soft, embeddings, kept=None):
         rec = np.empty(len(labels), dtype=self.dtype)
         rec["label"], rec["distance"] = labels, distances
         if self.w.soft:

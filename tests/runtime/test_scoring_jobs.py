@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 
@@ -318,3 +319,42 @@ def test_zero_byte_parts_of_a_data_set_folder_are_skipped_and_an_input_is_never_
     with pytest.raises(InputError, match="part-0.npy: is also an input"):
         score_file(assigner, folder / "part-0.npy", folder / "part-0.npy", overwrite=True)
     np.testing.assert_array_equal(np.load(folder / "part-0.npy"), digits_rows)
+
+
+def _parts_with_ids(folder, x, ids):
+    folder.mkdir()
+    cols = [f"f{j}" for j in range(x.shape[1])]
+    for i, part in enumerate(np.array_split(np.arange(len(x)), 3)):
+        pq.write_table(pa.table({"id": [ids[r] for r in part], **{c: x[part, j] for j, c in enumerate(cols)}}),
+                       folder / f"part-{i}.parquet", row_group_size=70)
+    return folder
+
+
+def test_a_kept_column_is_carried_to_the_output_and_survives_a_resume(tmp_path, assigner, digits_rows):
+    x = np.concatenate([digits_rows] * 3)
+    ids = [f"order-{i:05d}" for i in range(len(x))]
+    src = _parts_with_ids(tmp_path / "parts", x, ids)
+    whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
+    score_file(assigner, src, whole, chunk_rows=CHUNK, batch_rows=100, keep_column="id")
+    with pytest.raises(Interrupted):
+        score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_column="id",
+                   on_progress=_interrupt_after(300))
+    score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_column="id")
+    assert resumed.read_bytes() == whole.read_bytes()
+    table = pq.read_table(whole)
+    assert table.column_names == ["id", "label", "distance"] and table["id"].to_pylist() == ids
+    np.testing.assert_array_equal(table["label"].to_numpy(), assigner.assign(x).labels)
+    score_file(assigner, src, tmp_path / "out.csv", keep_column="id")
+    assert pa.csv.read_csv(tmp_path / "out.csv")["id"].to_pylist() == ids
+
+
+def test_a_kept_column_needs_table_inputs_and_outputs(tmp_path, assigner, rows, digits_rows):
+    src, _ = rows
+    with pytest.raises(InputError, match="in.npy: has no columns to keep"):
+        score_file(assigner, src, tmp_path / "out.parquet", keep_column="id")
+    parts = _parts_with_ids(tmp_path / "parts", digits_rows, list(range(len(digits_rows))))
+    with pytest.raises(InputError, match="a kept column needs a .parquet or .csv output"):
+        score_file(assigner, parts, tmp_path / "out.npy", keep_column="id")
+    with pytest.raises(InputError, match="kept column 'label': the output has a column of that name"):
+        score_file(assigner, parts, tmp_path / "out.parquet", keep_column="label")
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
