@@ -471,7 +471,7 @@ def assign(
                                            rich_help_panel=OUTPUT_PANEL)] = False,
     keep_column: Annotated[Optional[str], typer.Option(
         "--keep-column", metavar="NAME", help="Copy this column of the input (an id) into the output, first, to join "
-                                              "the results back by: .parquet/.csv inputs and outputs, local engine.",
+                                              "the results back by (.parquet/.csv inputs and outputs).",
         rich_help_panel=OUTPUT_PANEL)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows read per batch (bounds memory; the encoder runs in "
                                             "calls of its own best size).", rich_help_panel=SCORING_PANEL)] = 4096,
@@ -507,14 +507,12 @@ def assign(
     from deepclust.runtime import Assigner, score_file
 
     _refuse_existing(output, overwrite, "output")
-    if engine is Engine.ray and keep_column is not None:
-        raise DeepclustError("--keep-column works with the local engine only, for now")
     if engine is Engine.ray:
         from deepclust.runtime.ray_engine import score_parquet_with_ray
 
         report = score_parquet_with_ray(model, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
                                         batch_size=batch_size, chunk_rows=chunk_rows, concurrency=actors,
-                                        device=device.value, precision=precision.value)
+                                        device=device.value, precision=precision.value, keep_column=keep_column)
     else:
         assigner = Assigner.load(model, device=device.value, precision=precision.value)
         with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),

@@ -32,8 +32,9 @@ from .assigner import DEFAULT_BATCH_SIZE as CALL_ROWS
 from .assigner import Assigner, choose_precision
 from .bundle import MANIFEST, Bundle, load_bundle
 from .errors import DeepclustError, InputError
-from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
-from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, aligned_chunk_rows, scoring_calls
+from .readers import Batch, ParquetReader, _select_columns, open_inputs, table_to_matrix
+from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, _KeptRows, aligned_chunk_rows, scoring_calls
+from .writers import RESULT_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -113,7 +114,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
                            concurrency: int | tuple[int, int] | None = None, device: str = "cpu",
                            precision: str = "auto", threads_per_actor: int = 1,
                            chunk_rows: int = DEFAULT_CHUNK_ROWS, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
-                           num_cpus: int | None = None) -> ScoringReport:
+                           num_cpus: int | None = None, keep_column: str | None = None) -> ScoringReport:
     """Score Parquet inputs with Ray into a folder of Parquet files that appears when complete.
 
     ``inputs`` are Parquet files and folders of them, taken as the local engine takes them
@@ -143,7 +144,9 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     output_dir = Path(output_dir)
     bundle = load_bundle(bundle_path)
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
-    chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows)
+    if keep_column is not None and keep_column in RESULT_COLUMNS:
+        raise InputError(f"kept column {keep_column!r}: the output has a column of that name; rename it in the input")
+    chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows, keep_column)
     if output_dir.exists() or output_dir.is_symlink():
         out = output_dir.resolve()
         if any(f == out or out in f.parents for f in (Path(p).resolve() for c in chunks for p in c["paths"])):
@@ -170,7 +173,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
             out = _assign(items, bundle, _ChunkScorer, source=str(output_dir), soft=soft, embeddings=embeddings,
                           batch_size=1, read_rows=batch_size, concurrency=concurrency, device=device,
                           precision=precision, threads_per_actor=threads_per_actor, preserve_order=True,
-                          chunk_rows=chunk_rows)
+                          chunk_rows=chunk_rows, keep_column=keep_column)
             try:
                 out.write_datasink(_ordered_parquet_sink(tmp, int(rows_per_file)))
             except Exception as e:
@@ -228,12 +231,13 @@ def result_schema(k: int, latent_dim: int, *, soft: bool = False, embeddings: bo
 
 # --- planning: one work item per Parquet row group ------------------------------------------
 
-def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int) -> tuple[list[dict], int]:
+def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int, keep_column: str | None = None
+                 ) -> tuple[list[dict], int]:
     """One work item per ``chunk_rows`` rows of the inputs taken as one sequence (the local
     engine's chunks), naming only the files it overlaps; and the total row count. The inputs
     are opened and checked as the local engine opens them; only Parquet is accepted."""
     spec = bundle.manifest.input
-    reader = open_inputs(inputs, feature_names=spec.feature_names)
+    reader = open_inputs(inputs, feature_names=spec.feature_names, kept=keep_column)
     readers = getattr(reader, "readers", [reader])
     for r in readers:
         if not isinstance(r, ParquetReader):
@@ -267,7 +271,7 @@ class _BundleScorer:
     """
 
     def __init__(self, bundle_files: dict, *, soft: bool, embeddings: bool, device: str, precision: str,
-                 threads: int, source: str, read_rows: int, chunk_rows: int):
+                 threads: int, source: str, read_rows: int, chunk_rows: int, keep_column: str | None = None):
         tmp = Path(tempfile.mkdtemp(prefix="deepclust-bundle-"))
         try:
             for name, data in bundle_files.items():
@@ -277,7 +281,7 @@ class _BundleScorer:
             shutil.rmtree(tmp, ignore_errors=True)
         m = self.assigner.manifest
         self.soft, self.embeddings, self.source = soft, embeddings, source
-        self.read_rows, self.chunk_rows = read_rows, chunk_rows
+        self.read_rows, self.chunk_rows, self.keep_column = read_rows, chunk_rows, keep_column
         self.schema = result_schema(m.k, m.latent_dim, soft=soft, embeddings=embeddings)
 
     def _score(self, x: np.ndarray) -> "pa.Table":
@@ -325,22 +329,28 @@ class _ChunkScorer(_BundleScorer):
     """
 
     def __call__(self, items: "pa.Table"):
+        import pyarrow as pa
+
         feature_names = self.assigner.manifest.input.feature_names
         for item in items.to_pylist():
-            reader = open_inputs(item["paths"], feature_names=feature_names)
-            values = _first_rows((b.values for b in reader.batches(self.read_rows, start_row=item["skip"])),
-                                 item["rows"])
-            for x in scoring_calls(values, item["first_row"], self.assigner.batch_size, self.chunk_rows):
-                yield self._score(x)
+            reader = open_inputs(item["paths"], feature_names=feature_names, kept=self.keep_column)
+            kept = _KeptRows(Path(self.source), self.keep_column)
+            batches = _first_rows(reader.batches(self.read_rows, start_row=item["skip"]), item["rows"])
+            for x in scoring_calls((kept.push(b) for b in batches), item["first_row"], self.assigner.batch_size,
+                                   self.chunk_rows):
+                table = self._score(x)
+                if self.keep_column is not None:  # as the local engine writes it: first
+                    table = table.add_column(0, self.keep_column, pa.array(kept.take(len(x))))
+                yield table
 
 
-def _first_rows(values, n: int):
+def _first_rows(batches, n: int):
     """The first ``n`` rows of a stream of row batches."""
-    for x in values:
+    for b in batches:
         if n <= 0:
             return
-        yield x[:n]
-        n -= len(x)
+        yield Batch(b.start, b.values[:n], b.labels[:n] if b.labels is not None else None)
+        n -= len(b.values)
 
 
 def _is_list_like(t) -> bool:
@@ -396,7 +406,7 @@ def _result_table(result, schema: "pa.Schema") -> "pa.Table":
 
 def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch_size, concurrency, device,
             precision, threads_per_actor, preserve_order, read_rows: int = DEFAULT_BATCH_SIZE,
-            chunk_rows: int = DEFAULT_CHUNK_ROWS):
+            chunk_rows: int = DEFAULT_CHUNK_ROWS, keep_column: str | None = None):
     ray = _import_ray()
     choose_precision(bundle.manifest, precision)  # a bad or unavailable precision fails here, not in an actor
     if int(batch_size) < 1:
@@ -418,7 +428,7 @@ def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch
         scorer, batch_format="pyarrow", batch_size=int(batch_size), compute=compute,
         fn_constructor_kwargs=dict(bundle_files=files, soft=soft, embeddings=embeddings, device=device,
                                    precision=precision, threads=int(threads_per_actor), source=source,
-                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows)),
+                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows), keep_column=keep_column),
         num_cpus=int(threads_per_actor), num_gpus=1 if device == "cuda" else None)
 
 
