@@ -334,7 +334,7 @@ class _ChunkScorer(_BundleScorer):
         feature_names = self.assigner.manifest.input.feature_names
         for item in items.to_pylist():
             reader = open_inputs(item["paths"], feature_names=feature_names, kept=self.keep_column)
-            kept = _KeptRows(Path(self.source), self.keep_column)
+            kept = _KeptRows(self.keep_column)
             batches = _first_rows(reader.batches(self.read_rows, start_row=item["skip"]), item["rows"])
             for x in scoring_calls((kept.push(b) for b in batches), item["first_row"], self.assigner.batch_size,
                                    self.chunk_rows):

@@ -106,7 +106,7 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
             log.info("resuming %s: %d rows already scored", output, start)
         row = start
         parts: list = []
-        kept = _KeptRows(output, keep_column)
+        kept = _KeptRows(keep_column)
         try:
             values = (kept.push(b) for b in reader.batches(batch_rows, start_row=start))
             for x in scoring_calls(values, start, assigner.batch_size, chunk_rows):
@@ -144,8 +144,8 @@ class _KeptRows:
     encoder calls, which take rows in order. Values become a plain numpy array (strings as
     fixed-width unicode), so that chunks save without pickles."""
 
-    def __init__(self, output: Path, column: str | None):
-        self.output, self.column, self.parts, self.first = output, column, [], 0
+    def __init__(self, column: str | None):
+        self.column, self.parts, self.first = column, [], 0
 
     def push(self, batch) -> np.ndarray:
         if self.column is not None:
