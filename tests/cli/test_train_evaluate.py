@@ -244,7 +244,7 @@ def test_train_help_lists_options_under_the_stage_they_configure():
 def test_assign_help_groups_output_scoring_and_engine_options():
     panels = _help_panels("assign")
     expected = {
-        "Output": {"--output", "--soft", "--embeddings", "--resume", "--chunk-rows", "--overwrite"},
+        "Output": {"--output", "--soft", "--embeddings", "--keep-column", "--resume", "--chunk-rows", "--overwrite"},
         "Scoring": {"--batch-size", "--device", "--precision"},
         "Engine": {"--engine", "--actors"},
         "Options": {"--quiet", "--help"},
