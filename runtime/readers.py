@@ -223,7 +223,7 @@ class NpyReader(Reader):
             )
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
-        width, batch_rows = self.n_values, max(min(batch_rows, self.n_rows - start_row), 1)
+        width, batch_rows = self.n_values, _buffer_rows(batch_rows, self.n_rows, start_row)
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = raw if self.dtype == np.float32 else np.empty(batch_rows * width, dtype=np.float32)
         with open(self.path, "rb", buffering=0) as f:
@@ -238,6 +238,11 @@ class NpyReader(Reader):
                 if out is not raw:
                     np.copyto(values, raw[: n * width].reshape(n, width), casting="unsafe")
                 yield Batch(start, values)
+
+
+def _buffer_rows(batch_rows: int, n_rows: int, start_row: int) -> int:
+    """Rows a reader's reused buffer needs: a batch, but no more than the rows left to read."""
+    return max(min(batch_rows, n_rows - start_row), 1)
 
 
 def _read_fully(f, view: memoryview) -> int:
@@ -299,7 +304,7 @@ class IdxReader(Reader):
         self.is_labels = len(dims) == 1  # one value per row: MNIST's label files
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
-        width, batch_rows = self.n_values, max(min(batch_rows, self.n_rows - start_row), 1)
+        width, batch_rows = self.n_values, _buffer_rows(batch_rows, self.n_rows, start_row)
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = np.empty(batch_rows * width, dtype=np.float32)
         try:
@@ -406,14 +411,9 @@ class ParquetReader(Reader):
     more parts than the process may have open files."""
 
     def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True):
-        import pyarrow.parquet as pq
-
         self.path = path
-        try:
-            with pq.ParquetFile(path) as f:
-                schema, self._metadata = f.schema_arrow, f.metadata
-        except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants
-            raise InputError(f"{path}: not a readable Parquet file ({_short(e)})") from None
+        with self._open() as f:
+            schema, self._metadata = f.schema_arrow, f.metadata
         index = [c for c in pandas_index_columns(schema) if c != label_column and c not in ignore_columns]
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         [*ignore_columns, *index], can_ignore=can_ignore)
@@ -422,14 +422,16 @@ class ParquetReader(Reader):
         self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
 
-    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
+    def _open(self):
         import pyarrow.parquet as pq
 
         try:
-            file = pq.ParquetFile(self.path)
-        except Exception as e:
+            return pq.ParquetFile(self.path)
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError variants
             raise InputError(f"{self.path}: not a readable Parquet file ({_short(e)})") from None
-        with file:
+
+    def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
+        with self._open() as file:
             yield from self._row_groups(file, batch_rows, start_row)
 
     def _row_groups(self, file, batch_rows: int, start_row: int) -> Iterator[Batch]:
@@ -573,7 +575,7 @@ class ImageFolderReader(Reader):
         return self._files
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
-        out = np.empty((max(min(batch_rows, self.n_rows - start_row), 1), self.n_values), dtype=np.float32)
+        out = np.empty((_buffer_rows(batch_rows, self.n_rows, start_row), self.n_values), dtype=np.float32)
         for start in range(start_row, self.n_rows, batch_rows):
             n = min(batch_rows, self.n_rows - start)
             for i, f in enumerate(self._files[start:start + n]):
