@@ -53,7 +53,7 @@ def assign_dataset(ds: "ray.data.Dataset", bundle_path: str | os.PathLike, *, so
                    embeddings: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                    concurrency: int | tuple[int, int] | None = None, device: str = "cpu",
                    precision: str = "auto", threads_per_actor: int = 1,
-                   preserve_order: bool = True) -> "ray.data.Dataset":
+                   preserve_order: bool = True, keep_columns: Sequence[str] = ()) -> "ray.data.Dataset":
     """Cluster assignments for every row of a Ray Dataset, as a new (lazy) Dataset.
 
     Parameters
@@ -85,14 +85,18 @@ def assign_dataset(ds: "ray.data.Dataset", bundle_path: str | os.PathLike, *, so
         This sets ``execution_options.preserve_order`` on the DataContext that ``ds`` and the
         returned dataset share: every Ray Dataset holds its own copy of the global context,
         taken when it was created, so the global default and unrelated datasets are untouched.
+    keep_columns : sequence of str, default ()
+        Columns of ``ds`` (ids, keys) copied unchanged, first and in this order, into the
+        result, to join it back by. They are not features, unless the bundle's
+        ``feature_names`` name them.
 
     Returns
     -------
     ray.data.Dataset
-        Only the result columns, with the local engine's names and types: ``label`` int32,
-        ``distance`` float32 and, when asked, ``soft`` and ``embedding`` as fixed-size
-        float32 lists. No input column is passed through; with ``preserve_order`` row i of the
-        result belongs to row i of ``ds``. Bad data (NaN, wrong width, non-numeric columns)
+        The ``keep_columns``, then the result columns, with the local engine's names and types:
+        ``label`` int32, ``distance`` float32 and, when asked, ``soft`` and ``embedding`` as
+        fixed-size float32 lists. With ``preserve_order`` row i of the result belongs to row i
+        of ``ds``. Bad data (NaN, wrong width, non-numeric columns)
         raises :class:`~deepclust.runtime.InputError` inside Ray when the dataset runs.
 
     Examples
@@ -102,9 +106,25 @@ def assign_dataset(ds: "ray.data.Dataset", bundle_path: str | os.PathLike, *, so
     >>> out.write_parquet("s3://bucket/labels/")                           # doctest: +SKIP
     """
     _import_ray()
+    keep_columns = _checked_keep_columns(keep_columns)
     return _assign(ds, load_bundle(bundle_path), _RowsScorer, source="dataset", soft=soft,
                    embeddings=embeddings, batch_size=batch_size, concurrency=concurrency, device=device,
-                   precision=precision, threads_per_actor=threads_per_actor, preserve_order=preserve_order)
+                   precision=precision, threads_per_actor=threads_per_actor, preserve_order=preserve_order,
+                   keep_columns=keep_columns)
+
+
+def _checked_keep_columns(keep_columns) -> tuple[str, ...]:
+    """Kept column names as a tuple, refused where they would clash in the output."""
+    names = (keep_columns,) if isinstance(keep_columns, str) else tuple(keep_columns)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"keep_columns: {name!r} is not a column name")
+        if name in RESULT_COLUMNS:
+            raise InputError(f"kept column {name!r}: the output has a column of that name; rename it in the input")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"keep_columns: {', '.join(map(repr, repeated))} given more than once")
+    return names
 
 
 def score_parquet_with_ray(bundle_path: str | os.PathLike,
@@ -144,8 +164,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     output_dir = Path(output_dir)
     bundle = load_bundle(bundle_path)
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
-    if keep_column is not None and keep_column in RESULT_COLUMNS:
-        raise InputError(f"kept column {keep_column!r}: the output has a column of that name; rename it in the input")
+    keep_columns = _checked_keep_columns(() if keep_column is None else (keep_column,))
     chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows, keep_column)
     if output_dir.exists() or output_dir.is_symlink():
         out = output_dir.resolve()
@@ -173,7 +192,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
             out = _assign(items, bundle, _ChunkScorer, source=str(output_dir), soft=soft, embeddings=embeddings,
                           batch_size=1, read_rows=batch_size, concurrency=concurrency, device=device,
                           precision=precision, threads_per_actor=threads_per_actor, preserve_order=True,
-                          chunk_rows=chunk_rows, keep_column=keep_column)
+                          chunk_rows=chunk_rows, keep_columns=keep_columns)
             try:
                 out.write_datasink(_ordered_parquet_sink(tmp, int(rows_per_file)))
             except Exception as e:
@@ -271,7 +290,7 @@ class _BundleScorer:
     """
 
     def __init__(self, bundle_files: dict, *, soft: bool, embeddings: bool, device: str, precision: str,
-                 threads: int, source: str, read_rows: int, chunk_rows: int, keep_column: str | None = None):
+                 threads: int, source: str, read_rows: int, chunk_rows: int, keep_columns: tuple[str, ...] = ()):
         tmp = Path(tempfile.mkdtemp(prefix="deepclust-bundle-"))
         try:
             for name, data in bundle_files.items():
@@ -281,7 +300,7 @@ class _BundleScorer:
             shutil.rmtree(tmp, ignore_errors=True)
         m = self.assigner.manifest
         self.soft, self.embeddings, self.source = soft, embeddings, source
-        self.read_rows, self.chunk_rows, self.keep_column = read_rows, chunk_rows, keep_column
+        self.read_rows, self.chunk_rows, self.keep_columns = read_rows, chunk_rows, keep_columns
         self.schema = result_schema(m.k, m.latent_dim, soft=soft, embeddings=embeddings)
 
     def _score(self, x: np.ndarray) -> "pa.Table":
@@ -293,17 +312,27 @@ class _RowsScorer(_BundleScorer):
     """Scores batches of a user's Dataset: numeric columns, or one column of whole rows."""
 
     def __call__(self, table: "pa.Table") -> "pa.Table":
+        missing = [c for c in self.keep_columns if c not in table.schema.names]
+        if missing:
+            raise InputError(f"{self.source}: no column named {missing[0]!r} to keep "
+                             f"(columns: {', '.join(table.schema.names[:20])})")
         if table.num_rows == 0:
-            return self.schema.empty_table()
-        x, features = self._matrix(table)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            raise InputError(_non_finite_message(self.source, x, finite, features))
-        return self._score(x)
+            result = self.schema.empty_table()
+        else:
+            x, features = self._matrix(table)
+            finite = np.isfinite(x).all(axis=1)
+            if not finite.all():
+                raise InputError(_non_finite_message(self.source, x, finite, features))
+            result = self._score(x)
+        for i, name in enumerate(self.keep_columns):  # first, in the order asked, as the input has them
+            result = result.add_column(i, table.schema.field(name), table.column(name))
+        return result
 
     def _matrix(self, table: "pa.Table") -> tuple[np.ndarray, list[str] | None]:
         """The batch as an owned, writable float32 (rows, n_features) array, and its columns."""
         spec = self.assigner.manifest.input
+        if self.keep_columns:  # kept columns are no features, unless the model names them
+            table = table.drop_columns([c for c in self.keep_columns if c not in (spec.feature_names or ())])
         names, types = table.schema.names, table.schema.types
         if len(names) == 1 and _is_list_like(types[0]) and (spec.feature_names is None
                                                             or names[0] not in spec.feature_names):
@@ -333,14 +362,15 @@ class _ChunkScorer(_BundleScorer):
 
         feature_names = self.assigner.manifest.input.feature_names
         for item in items.to_pylist():
-            reader = open_inputs(item["paths"], feature_names=feature_names, kept=self.keep_column)
-            kept = _KeptRows(self.keep_column)
+            column = self.keep_columns[0] if self.keep_columns else None  # the local engine keeps one
+            reader = open_inputs(item["paths"], feature_names=feature_names, kept=column)
+            kept = _KeptRows(column)
             batches = _first_rows(reader.batches(self.read_rows, start_row=item["skip"]), item["rows"])
             for x in scoring_calls((kept.push(b) for b in batches), item["first_row"], self.assigner.batch_size,
                                    self.chunk_rows):
                 table = self._score(x)
-                if self.keep_column is not None:  # as the local engine writes it: first
-                    table = table.add_column(0, self.keep_column, pa.array(kept.take(len(x))))
+                if column is not None:  # as the local engine writes it: first
+                    table = table.add_column(0, column, pa.array(kept.take(len(x))))
                 yield table
 
 
@@ -406,7 +436,7 @@ def _result_table(result, schema: "pa.Schema") -> "pa.Table":
 
 def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch_size, concurrency, device,
             precision, threads_per_actor, preserve_order, read_rows: int = DEFAULT_BATCH_SIZE,
-            chunk_rows: int = DEFAULT_CHUNK_ROWS, keep_column: str | None = None):
+            chunk_rows: int = DEFAULT_CHUNK_ROWS, keep_columns: tuple[str, ...] = ()):
     ray = _import_ray()
     choose_precision(bundle.manifest, precision)  # a bad or unavailable precision fails here, not in an actor
     if int(batch_size) < 1:
@@ -428,7 +458,7 @@ def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch
         scorer, batch_format="pyarrow", batch_size=int(batch_size), compute=compute,
         fn_constructor_kwargs=dict(bundle_files=files, soft=soft, embeddings=embeddings, device=device,
                                    precision=precision, threads=int(threads_per_actor), source=source,
-                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows), keep_column=keep_column),
+                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows), keep_columns=keep_columns),
         num_cpus=int(threads_per_actor), num_gpus=1 if device == "cuda" else None)
 
 

@@ -140,3 +140,33 @@ def test_a_kept_column_crosses_chunks_and_files_as_on_the_local_engine(tmp_path,
                            keep_column="id")
     expected, got = pq.read_table(local), pq.read_table(remote)
     assert got.equals(expected) and got["id"].to_pylist() == [f"r{r}" for r in range(len(x))]
+
+
+def test_assign_dataset_passes_kept_columns_through_first_and_scores_only_the_rest(reference_bundle, rows):
+    # the reference bundle reads every column as a feature: the ids must not become features
+    expected = Assigner.load(reference_bundle, device="cpu").assign(rows)
+    ids = [f"r{i}" for i in range(len(rows))]
+    shard = np.arange(len(rows)) % 7
+    table = pa.table({"shard": shard, **{c: rows[:, j] for j, c in enumerate(COLUMNS)}, "id": ids})
+    ds = assign_dataset(ray.data.from_arrow(table), reference_bundle, batch_size=100, keep_columns=["id", "shard"])
+    got = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    assert got.schema.names == ["id", "shard", "label", "distance"]
+    assert got["id"].to_pylist() == ids and got.schema.field("shard").type == pa.int64()
+    np.testing.assert_array_equal(got["shard"].to_numpy(), shard)
+    np.testing.assert_array_equal(got["label"].to_numpy(), expected.labels)
+    # beside one column of whole rows, as ray.data.from_numpy makes, and kept as given: nulls too
+    with_rows = ray.data.from_numpy(rows).add_column("key", lambda b: pa.array([None] * len(b), pa.string()),
+                                                     batch_format="pyarrow")
+    got = pa.concat_tables(ray.get(assign_dataset(with_rows, reference_bundle, keep_columns=["key"]).to_arrow_refs()))
+    assert got.schema.names == ["key", "label", "distance"] and got["key"].null_count == len(rows)
+    np.testing.assert_array_equal(got["label"].to_numpy(), expected.labels)
+
+
+def test_assign_dataset_refuses_kept_columns_it_cannot_keep(reference_bundle, rows):
+    with pytest.raises(InputError, match="'label': the output has a column of that name"):
+        assign_dataset(ray.data.from_numpy(rows), reference_bundle, keep_columns=["label"])
+    with pytest.raises(InputError, match="'id' given more than once"):
+        assign_dataset(ray.data.from_numpy(rows), reference_bundle, keep_columns=["id", "id"])
+    ds = assign_dataset(ray.data.from_numpy(rows), reference_bundle, keep_columns="id")
+    with pytest.raises(Exception, match="no column named 'id' to keep"):
+        ds.materialize()
