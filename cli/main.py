@@ -245,7 +245,7 @@ def train(
     *,  # keyword-only, so that a required option (--out) can sit with its panel among options with defaults
     data: Annotated[str, typer.Option("--data", help="A data set name (mnist, fashion-mnist, kmnist, digits) or a path: "
                                       ".npy/.npz, .parquet, .csv, an IDX file or folder, a folder of .parquet/.csv "
-                                      "parts, an image folder.",
+                                      "or .npy parts, an image folder.",
                                       rich_help_panel=DATA_PANEL)],
     k: Annotated[Optional[int], typer.Option("--k", min=2, help="Number of clusters. Default: the number of label "
                                              "classes, when the data has labels.", rich_help_panel=DATA_PANEL)] = None,

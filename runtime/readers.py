@@ -127,9 +127,7 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: str
         if not path.is_dir():
             readers.append(open_reader(path, feature_names=feature_names, label_column=kept, can_ignore=False))
             continue
-        # Hidden files are not data; nor are zero-byte parts (Hadoop and Hive write them for empty partitions).
-        files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".") and f.stat().st_size
-                       and (f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)))
+        files = [f for f in data_files(path) if f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)]
         if files:
             found = [open_reader(f, feature_names=feature_names, label_column=kept, can_ignore=False)
                      for f in files]
@@ -146,6 +144,15 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: str
                 raise InputError(f"{r.path}: has no columns to keep (a kept column is read from .parquet and .csv "
                                  "inputs)")
     return readers[0] if len(readers) == 1 else MultiReader(readers)
+
+
+def data_files(folder: Path) -> list[Path]:
+    """A data set folder's files, in name order, as Spark and ``pyarrow.dataset`` take them:
+    not hidden (a name starting with "." or "_": ``_SUCCESS``, ``_metadata``, ``.crc``
+    files) and not empty (Hadoop and Hive write zero-byte parts for empty partitions). Both
+    scoring and training list folders by this rule."""
+    return sorted(f for f in folder.iterdir()
+                  if f.is_file() and not f.name.startswith((".", "_")) and f.stat().st_size)
 
 
 class MultiReader(Reader):

@@ -2,8 +2,8 @@
 
 A data set on the CLI is either a name (``mnist``, ``fashion-mnist``, ``kmnist``, ``digits``)
 resolved in a data directory, or a path: .npy/.npz, .parquet, .csv, an IDX file, a folder of
-IDX files, a folder of .parquet/.csv parts, or a folder of PNG/JPEG images (class sub-folders
-become labels). Label and ignored columns name columns of a table, so only tables take them.
+IDX files, of .parquet/.csv parts or of .npy parts, or a folder of PNG/JPEG images (class
+sub-folders become labels). Label and ignored columns name columns of a table, so only tables take them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 
 from deepclust.runtime.errors import InputError
 from deepclust.runtime.preprocessing import Preprocessing
-from deepclust.runtime.readers import (TABLE_SUFFIXES, check_finite, image_files, is_idx, open_reader, read_idx,
-                                       read_image)
+from deepclust.runtime.readers import (TABLE_SUFFIXES, check_finite, data_files, image_files, is_idx, open_reader,
+                                       read_idx, read_image)
 
 DATA_ENV = "DEEPCLUST_DATA"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -129,20 +129,25 @@ def _refuse_columns(where, label_column, ignore_columns) -> None:
 
 
 def _load_folder(folder: Path, label_column, ignore_columns, feature_names) -> Dataset:
-    """A folder holds IDX files, .parquet/.csv parts (as Spark writes a data set), or images."""
+    """A folder holds IDX files, .parquet/.csv or .npy parts (as Spark or a sharded export
+    writes a data set), or images. Its files are listed as scoring lists them."""
     if _find_idx_parts(folder):  # MNIST's four files: train rows first, as the named data sets
         _refuse_columns(folder, label_column, ignore_columns)
         return _load_idx_folder(folder, folder.name)
-    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
-    tables = [f for f in files if f.name.lower().endswith(TABLE_SUFFIXES)]
-    idx = [f for f in files if f not in tables and is_idx(f)]
-    if tables and idx:
-        raise InputError(f"{folder}: holds both IDX and .parquet/.csv files; give a folder of one kind")
-    if tables:
-        return _load_tables(tables, folder.name, label_column, ignore_columns, feature_names)
+    files = data_files(folder)
+    kinds = {"IDX": [f for f in files if is_idx(f)],
+             ".parquet/.csv": [f for f in files if f.name.lower().endswith(TABLE_SUFFIXES)],
+             ".npy": [f for f in files if f.suffix.lower() == ".npy"]}
+    found = [kind for kind, parts in kinds.items() if parts]
+    if len(found) > 1:
+        raise InputError(f"{folder}: holds {' and '.join(found)} files; give a folder of one kind")
+    if kinds[".parquet/.csv"]:
+        return _load_tables(kinds[".parquet/.csv"], folder.name, label_column, ignore_columns, feature_names)
     _refuse_columns(folder, label_column, ignore_columns)
-    if idx:
-        return _load_idx_files(folder, idx)
+    if kinds["IDX"]:
+        return _load_idx_files(folder, kinds["IDX"])
+    if kinds[".npy"]:
+        return _load_npy_parts(folder, kinds[".npy"])
     return _load_image_folder(folder)
 
 
@@ -268,15 +273,35 @@ def _load_array(path: Path) -> Dataset:
         if x.dtype.kind == "f":
             check_finite(x.reshape(len(x), -1), path, 0)
         return Dataset(path.stem, x, None, _image_preprocessing(x))
-    reader = open_reader(path)  # .npy: validates the header and the length before loading; else says why not
+    x = _read_npy(path)
+    if len(x) == 0:
+        raise InputError(f"{path}: empty input (no rows)")
+    return Dataset(path.stem, x, None, _array_preprocessing(x))
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy file's rows (one value per row becomes one column), checked finite."""
+    reader = open_reader(path)  # validates the header and the length before loading; else says why not
     x = np.load(path, allow_pickle=False)
     if x.ndim == 1:
         x = x[:, None]
     for s in range(0, len(x), 65536):
         check_finite(x[s:s + 65536].reshape(-1, reader.n_values), path, s)
+    return x
+
+
+def _load_npy_parts(folder: Path, files: list[Path]) -> Dataset:
+    """.npy parts in name order, as scoring reads them: rows of one shape, concatenated."""
+    parts = [(f, _read_npy(f)) for f in files]
+    first, shape = parts[0][0], parts[0][1].shape[1:]
+    for f, a in parts[1:]:
+        if a.shape[1:] != shape or a.dtype != parts[0][1].dtype:
+            raise InputError(f"{f}: rows of shape {a.shape[1:]} and dtype {a.dtype} differ from {first.name}'s "
+                             f"{shape} and {parts[0][1].dtype}")
+    x = np.concatenate([a for _, a in parts])
     if len(x) == 0:
-        raise InputError(f"{path}: empty input (no rows)")
-    return Dataset(path.stem, x, None, _array_preprocessing(x))
+        raise InputError(f"{folder}: empty input (no rows)")
+    return Dataset(folder.name, x, None, _array_preprocessing(x))
 
 
 def _load_tables(files: list[Path], name: str, label_column, ignore_columns, feature_names=None) -> Dataset:
@@ -336,7 +361,7 @@ def _load_image_folder(folder: Path) -> Dataset:
     """Images (one size) with their sub-folder names as labels, when there is more than one."""
     files = image_files(folder)
     if not files:
-        raise InputError(f"{folder}: no PNG or JPEG images, IDX, .parquet or .csv files")
+        raise InputError(f"{folder}: no PNG or JPEG images, IDX, .parquet, .csv or .npy files")
     images, labels, shape = [], [], None
     for f in files:
         arr = read_image(f)

@@ -250,6 +250,32 @@ def test_table_parts_with_other_columns_are_refused(tmp_path):
 
 
 def test_a_folder_without_data_says_what_it_looked_for(tmp_path):
-    np.save(tmp_path / "x.npy", np.ones((3, 2)))
-    with pytest.raises(InputError, match="no PNG or JPEG images, IDX, .parquet or .csv files"):
+    (tmp_path / "rows.txt").write_text("1 2\n3 4\n")
+    with pytest.raises(InputError, match="no PNG or JPEG images, IDX, .parquet, .csv or .npy files"):
+        load_dataset(str(tmp_path))
+
+
+def test_a_folder_of_npy_parts_trains_on_the_rows_scoring_reads(tmp_path):
+    from deepclust.runtime import open_inputs
+
+    parts = [np.arange(6, dtype=np.float32).reshape(3, 2), np.full((2, 2), 9, np.float32)]
+    np.save(tmp_path / "part-0.npy", parts[0])
+    np.save(tmp_path / "part-1.npy", parts[1])
+    (tmp_path / "part-2.npy").write_bytes(b"")  # a zero-byte part, as Hadoop writes for an empty partition
+    np.save(tmp_path / "_extra.npy", np.ones((5, 2), np.float32))  # "_" hides a file, as for Spark and pyarrow
+    np.save(tmp_path / ".part-0.npy", np.ones((5, 2), np.float32))
+    ds = load_dataset(str(tmp_path))
+    np.testing.assert_array_equal(ds.x, np.concatenate(parts))
+    assert ds.y is None and ds.name == tmp_path.name
+    scored = np.concatenate([b.values for b in open_inputs(tmp_path).batches()])
+    np.testing.assert_array_equal(scored, ds.x)  # the same files, in the same order
+    np.save(tmp_path / "part-1.npy", np.ones((2, 3), np.float32))
+    with pytest.raises(InputError, match=r"part-1.npy: rows of shape \(3,\) and dtype float32 differ from "
+                                         r"part-0.npy's \(2,\) and float32"):
+        load_dataset(str(tmp_path))
+    np.save(tmp_path / "part-1.npy", np.ones((2, 2), np.uint8))
+    with pytest.raises(InputError, match="dtype uint8 differ"):
+        load_dataset(str(tmp_path))
+    pq.write_table(pa.table({"f": [1.0]}), tmp_path / "part-3.parquet")
+    with pytest.raises(InputError, match="holds .parquet/.csv and .npy files; give a folder of one kind"):
         load_dataset(str(tmp_path))
