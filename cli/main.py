@@ -166,7 +166,7 @@ def friendly_errors(command):
         except Exception as e:  # an unexpected failure: still one line, traceback on request
             if _state["debug"]:
                 raise
-            _print_error(f"{type(e).__name__}: {e} (rerun as `deepclust --debug COMMAND ...` for the traceback)")
+            _print_error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -647,8 +647,20 @@ def demo(
                             f" on {assigner.providers[0]} -> {report.output}"), highlight=False)
 
 
+# The group's options, which users also write after the command (`deepclust assign ... --debug`).
+_GROUP_FLAGS = ("--debug", "--verbose", "-v")
+
+
+def group_flags_first(args: list[str]) -> list[str]:
+    """``args`` with the group's flags moved before the command, where Click reads them; a
+    ``--`` ends the options, so what follows it is left alone."""
+    cut = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:cut] if a in _GROUP_FLAGS]
+    return flags + [a for a in args[:cut] if a not in _GROUP_FLAGS] + args[cut:]
+
+
 def main() -> None:
-    app()
+    app(args=group_flags_first(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from deepclust.cli.main import app
+from deepclust.cli.main import app, group_flags_first
 from deepclust.runtime import Assigner
 
 from ..conftest import write_manifest
@@ -167,6 +167,23 @@ def test_debug_shows_the_traceback(tmp_path, reference_bundle):
     r = runner.invoke(app, ["--debug", "assign", str(reference_bundle), str(tmp_path / "no.npy"), "-o",
                             str(tmp_path / "o.parquet")])
     assert r.exit_code != 0 and r.exception is not None and "no such file" in str(r.exception)
+
+
+def test_debug_and_verbose_may_follow_the_command(tmp_path, reference_bundle):
+    base = [sys.executable, "-m", "deepclust.cli", "assign", str(reference_bundle), str(tmp_path / "no.npy"),
+            "-o", str(tmp_path / "o.parquet")]
+    plain = subprocess.run(base, capture_output=True, text=True)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    late = subprocess.run(base + ["--debug"], capture_output=True, text=True)
+    assert late.returncode == 1 and "Traceback" in late.stderr and "no such file" in late.stderr
+    np.save(tmp_path / "rows.npy", np.zeros((3, 64), np.float32))
+    verbose = subprocess.run(base[:5] + [str(tmp_path / "rows.npy"), "-o", str(tmp_path / "o.npy"), "-q", "-v"],
+                             capture_output=True, text=True)
+    assert verbose.returncode == 0 and "encoder runs on CPUExecutionProvider" in verbose.stderr, verbose.stderr
+    # after "--" nothing is an option: a file named --debug stays an input
+    kept = group_flags_first(["assign", "m", "-o", "x", "--", "--debug", "-v"])
+    assert kept == ["assign", "m", "-o", "x", "--", "--debug", "-v"]
+    assert group_flags_first(["assign", "m", "-v", "--debug"]) == ["-v", "--debug", "assign", "m"]
 
 
 def test_inspect_shows_and_verifies(reference_bundle, bundle_copy):
