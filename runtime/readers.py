@@ -397,10 +397,22 @@ def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
 
 def _table_to_batch(path, table, features, label_column, start) -> Batch:
     values = table_to_matrix(table, features)
-    labels = None
-    if label_column is not None:
-        labels = table.column(label_column).to_numpy(zero_copy_only=False)
+    labels = column_values(table.column(label_column)) if label_column is not None else None
     return Batch(start, values, labels)
+
+
+def column_values(column) -> np.ndarray:
+    """A label or kept (id) column's values as numpy, each row its own value: a missing one is
+    None in an object array. pyarrow's ``to_numpy`` would turn an int column with a null into
+    float64 (large ids lose digits; the null becomes NaN) and ignores which entries of a
+    dictionary (pandas categorical) column are null (another row's value shows through)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if column.null_count:
+        return np.array(column.to_pylist(), dtype=object)
+    return column.to_numpy(zero_copy_only=False)
 
 
 def pandas_index_columns(schema) -> list[str]:

@@ -151,8 +151,9 @@ class _KeptRows:
         if self.column is not None:
             values = np.asarray(batch.labels)
             if values.dtype == object:
-                if any(v is None for v in values.tolist()):
-                    raise InputError(f"kept column {self.column!r}: a row from {batch.start} on has no value")
+                missing = [i for i, v in enumerate(values.tolist()) if v is None]
+                if missing:
+                    raise InputError(f"kept column {self.column!r}: row {batch.start + missing[0]} has no value")
                 values = values.astype(str)
             self.parts.append(values.copy())
         return batch.values

@@ -219,3 +219,13 @@ def test_16_bit_grey_png_is_scaled_to_8_bits(tmp_path):
     Image.fromarray(v * 257).save(tmp_path / "i16.png")  # the same picture at 16 bits
     assert Image.open(tmp_path / "i16.png").mode.startswith("I;16")
     np.testing.assert_array_equal(read_image(tmp_path / "i16.png"), v)
+
+
+def test_a_label_column_with_a_null_shows_the_null_whatever_its_type(tmp_path):
+    # pyarrow's to_numpy hides these: an int column becomes float64, a dictionary (pandas
+    # categorical) column shows another row's value where the null is
+    for i, expected in enumerate([[3, 1, None, 2], ["b", "a", None, "b"]]):
+        labels = pa.array(expected, pa.int64()) if i == 0 else pa.array(expected).dictionary_encode()
+        pq.write_table(pa.table({"f": [0.0, 1.0, 2.0, 3.0], "label": labels}), tmp_path / f"t{i}.parquet")
+        got = next(open_reader(tmp_path / f"t{i}.parquet", label_column="label").batches()).labels
+        assert got.tolist() == expected

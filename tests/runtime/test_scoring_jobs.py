@@ -358,3 +358,26 @@ def test_a_kept_column_needs_table_inputs_and_outputs(tmp_path, assigner, rows, 
     with pytest.raises(InputError, match="kept column 'label': the output has a column of that name"):
         score_file(assigner, parts, tmp_path / "out.parquet", keep_column="label")
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
+
+
+def test_kept_ids_are_copied_exactly_and_a_missing_one_is_refused(tmp_path, assigner, digits_rows):
+    x = digits_rows[:200]
+    cols = {f"f{j}": x[:, j] for j in range(x.shape[1])}
+    big = [1234567890123456789 + i for i in range(len(x))]  # not exact as float64: neighbours collide
+    pq.write_table(pa.table({"id": pa.array(big, pa.int64()), **cols}), tmp_path / "big.parquet")
+    score_file(assigner, tmp_path / "big.parquet", tmp_path / "big-out.parquet", keep_column="id")
+    got = pq.read_table(tmp_path / "big-out.parquet")["id"]
+    assert got.type == pa.int64() and got.to_pylist() == big
+    # a pandas categorical column is dictionary-encoded: its values, not its codes, are kept
+    names = pa.array([f"user{i % 7}" for i in range(len(x))]).dictionary_encode()
+    pq.write_table(pa.table({"id": names, **cols}), tmp_path / "cat.parquet")
+    score_file(assigner, tmp_path / "cat.parquet", tmp_path / "cat-out.parquet", keep_column="id")
+    assert pq.read_table(tmp_path / "cat-out.parquet")["id"].to_pylist() == [f"user{i % 7}" for i in range(len(x))]
+    holes = [pa.array([*big[:4], None, *big[5:]], pa.int64()),  # to_numpy would make it float64, the null NaN
+             pa.array([*[f"user{i}" for i in range(4)], None, *[f"user{i}" for i in range(5, len(x))]])
+             .dictionary_encode()]  # to_numpy would show another row's value through the null
+    for i, ids in enumerate(holes):
+        pq.write_table(pa.table({"id": ids, **cols}), tmp_path / f"holes{i}.parquet")
+        with pytest.raises(InputError, match="kept column 'id': row 4 has no value"):
+            score_file(assigner, tmp_path / f"holes{i}.parquet", tmp_path / "out.parquet", keep_column="id")
+    assert not (tmp_path / "out.parquet").exists()
