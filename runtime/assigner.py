@@ -93,7 +93,10 @@ class Assigner:
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "auto",
                  io_binding: bool | None = None):
         self.bundle = bundle
+        if int(batch_size) < 1:
+            raise InputError(f"batch_size={batch_size} should be >= 1")
         self.batch_size = int(batch_size)
+        self._scale_warned = False
         m = bundle.manifest
         self.precision = choose_precision(m, precision)
         pipeline = PIPELINE_INT8 if self.precision == "int8" else PIPELINE
@@ -196,14 +199,12 @@ class Assigner:
         return self._run_batched(x, (self.session.get_outputs()[0].name,))[0]
 
     def _validated_copy(self, x, source: str = "input", start: int = 0) -> np.ndarray:
-        names = self.manifest.input.feature_names
-        if names is not None and hasattr(x, "columns"):  # a data frame: its columns by name, as files are read
-            have = {str(c): c for c in x.columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
-            missing = [c for c in names if c not in have]
-            if missing:
-                raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
-            x = x[[have[c] for c in names]]
-        x = np.asarray(x)
+        if hasattr(x, "columns"):
+            x = self._frame_values(x, source)
+        try:
+            x = np.asarray(x)
+        except ValueError as e:  # a ragged list of rows
+            raise InputError(f"{source}: not an array of rows ({e})") from None
         if x.dtype.kind not in "biuf":
             raise InputError(f"{source}: dtype {x.dtype} is not numeric")
         n_features = self.manifest.input.n_features
@@ -217,7 +218,44 @@ class Assigner:
             raise InputError(self.shape_error(source, x.shape[1:]))
         out = np.array(x.reshape(len(x), n_features), dtype=np.float32, copy=True, order="C")
         check_finite(out, source, start)
+        self.check_scale(out, source)
         return out
+
+    def _frame_values(self, frame, source: str) -> np.ndarray:
+        """A data frame's feature columns as float32, missing values as NaN: by name for a
+        bundle trained on a table, as files are read, else all in order. Column by column, so
+        pandas' nullable and Arrow-backed numeric columns convert and a bad one is named."""
+        names = self.manifest.input.feature_names
+        columns = list(frame.columns)
+        repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise InputError(f"{source}: column names repeat ({', '.join(map(repr, repeated[:5]))}); each column "
+                             "needs its own name")
+        if names is not None:
+            have = {str(c): c for c in columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
+            missing = [c for c in names if c not in have]
+            if missing:
+                raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
+            columns = [have[c] for c in names]
+        out = np.empty((len(frame), len(columns)), dtype=np.float32)
+        for j, c in enumerate(columns):
+            values = frame[c]
+            if getattr(values.dtype, "kind", "O") not in "biuf":
+                raise InputError(f"{source}: column {str(c)!r} is {values.dtype}, not numeric")
+            out[:, j] = values.to_numpy(dtype=np.float32, na_value=np.nan)
+        return out
+
+    def check_scale(self, x: np.ndarray, source: str) -> None:
+        """Warn, once, when a bundle trained on 8-bit integers (images: 0-255) gets fractions
+        in [0, 1]: rows already divided by 255 score without error, but wrongly, since the
+        bundle scales them itself."""
+        if self._scale_warned or self.manifest.input.dtype != "uint8":
+            return
+        if x.size and x.min() >= 0 and x.max() <= 1 and (x != np.round(x)).any():
+            self._scale_warned = True
+            log.warning("%s: values lie within [0, 1], but the model was trained on 8-bit integers, which its bundle "
+                        "scales itself (by %g): pass the raw values, not scaled ones", source,
+                        self.manifest.preprocessing.scale)
 
     def shape_error(self, source, row_shape) -> str:
         spec = self.manifest.input

@@ -110,6 +110,8 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
         try:
             values = (kept.push(b) for b in reader.batches(batch_rows, start_row=start))
             for x in scoring_calls(values, start, assigner.batch_size, chunk_rows):
+                if row == start:
+                    assigner.check_scale(x, reader.path)
                 result = assigner._assign_prepared(x, soft, embeddings)
                 arrays = (result.labels, result.distances, result.soft, result.embeddings, kept.take(len(x)))
                 offset = 0

@@ -134,3 +134,43 @@ def test_a_frame_of_numbered_columns_fits_a_model_trained_on_a_headerless_csv(bu
     a = Assigner.load(bundle_copy, device="cpu", precision="fp32")
     frame = pd.DataFrame(digits_rows)  # columns 0, 1, ... (integers)
     np.testing.assert_array_equal(a.assign(frame[frame.columns[::-1]]).labels, a.assign(digits_rows).labels)
+
+
+def test_frames_of_nullable_and_arrow_columns_score_as_numpy_and_a_bad_column_is_named(assigner, digits_rows):
+    pd = pytest.importorskip("pandas")
+    expected = assigner.assign(digits_rows).labels
+    frame = pd.DataFrame(digits_rows)
+    for dtype in ("Int64", "Float64", "float32[pyarrow]"):  # pandas' nullable and Arrow-backed columns
+        np.testing.assert_array_equal(assigner.assign(frame.astype(dtype)).labels, expected)
+    with pytest.raises(InputError, match="input: column '5' is \\w+, not numeric"):
+        assigner.assign(frame.astype({5: str}))
+    with pytest.raises(InputError, match="column names repeat \\('3'\\)"):
+        assigner.assign(frame.rename(columns={4: 3}))
+    holes = frame.astype("Float64")
+    holes.iloc[7, 2] = pd.NA
+    with pytest.raises(InputError, match="row 7 holds NaN"):
+        assigner.assign(holes)
+
+
+def test_a_ragged_list_and_a_batch_size_below_one_are_refused(reference_bundle, assigner):
+    with pytest.raises(InputError, match="input: not an array of rows"):
+        assigner.assign([[0.0] * 64, [0.0] * 63])
+    with pytest.raises(InputError, match="batch_size=0 should be >= 1"):
+        Assigner.load(reference_bundle, batch_size=0)
+
+
+def test_rows_already_scaled_for_an_8_bit_model_draw_one_warning(reference_bundle, digits_rows, tmp_path, caplog):
+    from deepclust.runtime import score_file
+
+    a = Assigner.load(reference_bundle, device="cpu", precision="fp32")
+    assert a.manifest.input.dtype == "uint8"  # trained on integers the bundle scales itself
+    a.assign(digits_rows)
+    assert "pass the raw values" not in caplog.text
+    a.assign(digits_rows / 16)
+    a.assign(digits_rows / 16)
+    assert caplog.text.count("input: values lie within [0, 1], but the model was trained on 8-bit integers") == 1
+    a.assign((digits_rows > 8).astype(np.float32))  # 0/1 rows may be raw values
+    np.save(tmp_path / "scaled.npy", digits_rows / 16)
+    caplog.clear()
+    score_file(Assigner.load(reference_bundle, device="cpu"), tmp_path / "scaled.npy", tmp_path / "out.npy")
+    assert "scaled.npy: values lie within [0, 1]" in caplog.text
