@@ -214,11 +214,10 @@ class NpyReader(Reader):
             raise InputError(f"{path}: not a readable .npy file ({e})") from None
         if dtype.kind not in "biuf" or dtype.fields is not None:
             raise InputError(f"{path}: dtype {dtype} is not numeric")
-        if fortran and len(shape) > 1:
-            raise InputError(f"{path}: Fortran-ordered arrays are not supported (save a C-ordered array)")
         if len(shape) == 0:
             raise InputError(f"{path}: holds a scalar, not rows")
         self.dtype = dtype
+        self.fortran = fortran and len(shape) > 1  # np.save of pandas' to_numpy(): a row's values lie apart
         self.n_rows = int(shape[0])
         self.sample_shape = tuple(int(s) for s in shape[1:]) or (1,)
         row_bytes = self.n_values * dtype.itemsize
@@ -231,6 +230,9 @@ class NpyReader(Reader):
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
         width, batch_rows = self.n_values, _buffer_rows(batch_rows, self.n_rows, start_row)
+        if self.fortran:
+            yield from self._fortran_batches(batch_rows, start_row)
+            return
         raw = np.empty(batch_rows * width, dtype=self.dtype)
         out = raw if self.dtype == np.float32 else np.empty(batch_rows * width, dtype=np.float32)
         with open(self.path, "rb", buffering=0) as f:
@@ -245,6 +247,19 @@ class NpyReader(Reader):
                 if out is not raw:
                     np.copyto(values, raw[: n * width].reshape(n, width), casting="unsafe")
                 yield Batch(start, values)
+
+    def _fortran_batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
+        """Column-major rows, gathered from a memory map into one reused buffer: a batch
+        reads a contiguous run of each column; the map's pages are the file's, which the
+        system can drop again."""
+        width = self.n_values
+        out = np.empty(batch_rows * width, dtype=np.float32)
+        columns = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        for start in range(start_row, self.n_rows, batch_rows):
+            n = min(batch_rows, self.n_rows - start)
+            values = out[: n * width].reshape(n, width)
+            np.copyto(values.reshape(n, *self.sample_shape), columns[start:start + n], casting="unsafe")
+            yield Batch(start, values)
 
 
 def _buffer_rows(batch_rows: int, n_rows: int, start_row: int) -> int:

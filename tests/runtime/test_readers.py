@@ -229,3 +229,18 @@ def test_a_label_column_with_a_null_shows_the_null_whatever_its_type(tmp_path):
         pq.write_table(pa.table({"f": [0.0, 1.0, 2.0, 3.0], "label": labels}), tmp_path / f"t{i}.parquet")
         got = next(open_reader(tmp_path / f"t{i}.parquet", label_column="label").batches()).labels
         assert got.tolist() == expected
+
+
+@pytest.mark.parametrize("shape", [(70, 64), (70, 8, 8)])
+def test_a_fortran_ordered_npy_reads_the_rows_a_c_ordered_one_does(tmp_path, shape):
+    # np.save(path, frame.to_numpy()) writes pandas' column-major array as it is
+    x = np.random.default_rng(0).integers(0, 17, size=shape).astype(np.uint8)
+    np.save(tmp_path / "c.npy", x)
+    np.save(tmp_path / "f.npy", np.asfortranarray(x))
+    assert b"'fortran_order': True" in (tmp_path / "f.npy").read_bytes()[:128]
+    for start in (0, 33):
+        # batches reuse one buffer: copy each
+        c = np.concatenate([b.values.copy() for b in open_reader(tmp_path / "c.npy").batches(16, start_row=start)])
+        f = np.concatenate([b.values.copy() for b in open_reader(tmp_path / "f.npy").batches(16, start_row=start)])
+        np.testing.assert_array_equal(f, c)
+        np.testing.assert_array_equal(f, x[start:].reshape(len(x) - start, -1))
