@@ -2,8 +2,9 @@
 
 A data set on the CLI is either a name (``mnist``, ``fashion-mnist``, ``kmnist``, ``digits``)
 resolved in a data directory, or a path: .npy/.npz, .parquet, .csv, an IDX file, a folder of
-IDX files, of .parquet/.csv parts or of .npy parts, or a folder of PNG/JPEG images (class
-sub-folders become labels). Label and ignored columns name columns of a table, so only tables take them.
+IDX files, of .parquet/.csv parts or of .npy parts, or a folder of PNG/JPEG images (as torchvision's
+ImageFolder: an image's class is the first sub-folder it is under; images all at the top level are
+unlabelled). Label and ignored columns name columns of a table, so only tables take them.
 """
 
 from __future__ import annotations
@@ -306,8 +307,14 @@ def _load_npy_parts(folder: Path, files: list[Path]) -> Dataset:
 
 def _load_tables(files: list[Path], name: str, label_column, ignore_columns, feature_names=None) -> Dataset:
     """Rows of .parquet/.csv files (one, or a data set's parts in name order), each file read
-    with the same column options; the parts must have the same feature columns."""
-    xs, ys, features = [], [], None
+    with the same column options; the parts must have the same feature columns, and labels of
+    one kind (numbers and strings cannot be sorted into one set of classes)."""
+    import pyarrow.csv as pcsv
+
+    # pyarrow reads "NA", "null", ... as null in a CSV column of numbers but keeps them as text in
+    # a column of strings; both are missing labels. Parquet has real nulls: there "NA" is a label.
+    csv_nulls = frozenset(pcsv.ConvertOptions().null_values)
+    xs, ys, features, first_labels = [], [], None, None
     for f in files:
         reader = open_reader(f, feature_names=feature_names, label_column=label_column,
                              ignore_columns=ignore_columns)
@@ -322,7 +329,15 @@ def _load_tables(files: list[Path], name: str, label_column, ignore_columns, fea
             if batch.labels is not None:
                 labels.append(np.asarray(batch.labels).copy())
         if labels:
-            ys.append(_complete_labels(np.concatenate(labels), f, label_column))
+            nulls = csv_nulls if f.name.lower().endswith((".csv", ".csv.gz")) else ()
+            y = _complete_labels(np.concatenate(labels), f, label_column, nulls)
+            if len(y):  # an empty part's label column has no values to have a kind
+                if first_labels is None:
+                    first_labels = (f, _label_kind(y))
+                elif _label_kind(y) != first_labels[1]:
+                    raise InputError(f"{f}: label column {label_column!r} holds {_label_kind(y)}, "
+                                     f"{first_labels[0].name}'s holds {first_labels[1]}")
+            ys.append(y)
     if not xs:
         raise InputError(f"{files[0].parent}: empty input (no rows in any of its {len(files)} files)")
     x = np.concatenate(xs)
@@ -350,6 +365,10 @@ def _load_npz(path: Path) -> Dataset:
         x = x[:, None]  # one value per row, as for .npy
     if len(x) == 0:
         raise InputError(f"{path}: empty input (no rows)")
+    if y is not None and y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # (n, 1), as Keras and scikit-learn often save labels
+    if y is not None and y.ndim > 1:
+        raise InputError(f"{path}: labels {yk} have shape {y.shape}, not ({len(x)},) or ({len(x)}, 1)")
     if y is not None and (y.ndim == 0 or len(y) != len(x)):
         raise InputError(f"{path}: {yk} has shape {y.shape}, but {xk} has {len(x)} rows (one label per row)")
     check_finite(x.reshape(len(x), -1), path, 0)
@@ -358,11 +377,19 @@ def _load_npz(path: Path) -> Dataset:
 
 
 def _load_image_folder(folder: Path) -> Dataset:
-    """Images (one size) with their sub-folder names as labels, when there is more than one."""
+    """Images (one size), labelled as torchvision's ImageFolder labels them: by the first
+    sub-folder each is under (``cat/indoor/1.png`` is a cat), even when there is one class.
+    Images all at the top level are unlabelled; some there and some in sub-folders are refused,
+    as it is not clear whether the top-level ones are unlabelled or a class of their own."""
     files = image_files(folder)
     if not files:
         raise InputError(f"{folder}: no PNG or JPEG images, IDX, .parquet, .csv or .npy files")
-    images, labels, shape = [], [], None
+    classes = [f.relative_to(folder).parts[0] if f.parent != folder else None for f in files]
+    top = [f for f, c in zip(files, classes) if c is None]
+    if top and len(top) < len(files):
+        raise InputError(f"{folder}: holds images both at its top level ({top[0].name}) and in class sub-folders; "
+                         "move them all into class sub-folders, or all to the top level for unlabelled data")
+    images, shape = [], None
     for f in files:
         arr = read_image(f)
         if shape is None:
@@ -370,9 +397,8 @@ def _load_image_folder(folder: Path) -> Dataset:
         elif arr.shape != shape:
             raise InputError(f"{f}: image shape {arr.shape} differs from {shape} (resize images to one size)")
         images.append(arr)
-        labels.append(f.parent.relative_to(folder).as_posix())
     x = np.stack(images)
-    y = _encode_labels(np.asarray(labels)) if len(set(labels)) > 1 else None
+    y = None if top else _encode_labels(np.asarray(classes))
     return Dataset(folder.name, x, y, Preprocessing(scale=1.0 / 255.0))
 
 
@@ -384,19 +410,31 @@ def _standardize(x: np.ndarray) -> Preprocessing:
     return Preprocessing(offset=tuple(mean.tolist()), scale=tuple((1.0 / std).tolist()))
 
 
-def _complete_labels(y: np.ndarray, path, column: str) -> np.ndarray:
+def _complete_labels(y: np.ndarray, path, column: str, nulls=()) -> np.ndarray:
     """``y`` if every row has a label; a blank or null one would count as a class of its own
-    (or break the encoding), so name the file, the column and how many are missing."""
+    (or break the encoding), so name the file, the column and how many are missing. ``nulls``:
+    text that means missing (a CSV's null markers, which pyarrow keeps as text in a string column)."""
     if y.dtype.kind == "f":
         missing = int(np.isnan(y).sum())
     elif y.dtype.kind in "OUS":
-        missing = sum(v is None or v != v or (isinstance(v, (str, bytes)) and not v.strip()) for v in y.tolist())
+        missing = sum(v is None or v != v or (isinstance(v, (str, bytes)) and (not v.strip() or v.strip() in nulls))
+                      for v in y.tolist())
     else:
         missing = 0
     if missing:
-        raise InputError(f"{path}: label column {column!r} has {missing} missing label(s) (empty, null or NaN) of "
-                         f"{len(y)}; fill them in or drop those rows")
+        raise InputError(f"{path}: label column {column!r} has {missing} missing label(s) (empty, NA, null or NaN) "
+                         f"of {len(y)}; fill them in or drop those rows")
     return y
+
+
+def _label_kind(y: np.ndarray) -> str:
+    """What a file's (non-empty, complete) labels are, in words, to compare files by."""
+    first = y.flat[0]
+    if isinstance(first, (str, bytes)):
+        return "strings"
+    if y.dtype.kind in "biuf" or isinstance(first, (int, float, np.number, np.bool_)):
+        return "numbers"
+    return f"{type(first).__name__} values"
 
 
 def _encode_labels(y: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -109,6 +110,36 @@ def test_image_folder_with_class_subfolders(tmp_path):
         load_dataset(str(tmp_path / "imgs"))
 
 
+def _image_tree(folder, names):
+    from PIL import Image
+
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4), i, np.uint8)).save(folder / name)
+
+
+@pytest.mark.parametrize("names, labels", [
+    (["cat/indoor/0.png", "cat/outdoor/1.png", "cat/2.png", "dog/a/b/3.png"], [0, 0, 0, 1]),
+    (["cat/0.png", "cat/1.png"], [0, 0]),
+    (["0.png", "1.png"], None),
+])
+def test_image_folder_class_is_the_first_sub_folder(tmp_path, names, labels):
+    # As torchvision's ImageFolder: images anywhere under a class folder are of that class, and
+    # one class folder is still a labelled set; images only at the top level are unlabelled.
+    _image_tree(tmp_path / "imgs", names)
+    ds = load_dataset(str(tmp_path / "imgs"))
+    assert len(ds.x) == len(names) and ds.x.dtype == np.uint8
+    assert (ds.y if ds.y is None else ds.y.tolist()) == labels
+
+
+def test_image_folder_with_images_at_the_top_and_in_class_folders_is_refused(tmp_path):
+    # Are the top-level images a class of their own, or unlabelled? Neither guess is safe.
+    _image_tree(tmp_path / "imgs", ["cat/0.png", "dog/1.png", "stray.png"])
+    with pytest.raises(InputError, match=r"imgs: holds images both at its top level \(stray.png\) and in "
+                                         r"class sub-folders"):
+        load_dataset(str(tmp_path / "imgs"))
+
+
 def test_corrupt_gz_in_named_set(tmp_path):
     _mnist_folder(tmp_path / "mnist")
     p = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
@@ -169,6 +200,31 @@ def test_missing_labels_are_counted_not_made_a_class(tmp_path, kind):
     name = repr(column or "y")
     with pytest.raises(InputError, match=rf"{path.name}: label column {name} has {missing} missing label\(s\)"):
         load_dataset(str(path), label_column=column)
+
+
+@pytest.mark.parametrize("value", ["NA", "N/A", "null", "NaN", " NA"])
+def test_csv_null_markers_in_a_text_label_column_are_missing_labels(tmp_path, value):
+    # pyarrow reads them as null in a column of numbers; in a column of text they became a class.
+    # Parquet has real nulls, so there the same text is a label.
+    (tmp_path / "d.csv").write_text(f"f,cls\n1,a\n2,{value}\n3,b\n")
+    with pytest.raises(InputError, match=r"d.csv: label column 'cls' has 1 missing label\(s\)"):
+        load_dataset(str(tmp_path / "d.csv"), label_column="cls")
+    pq.write_table(pa.table({"f": [1.0, 2.0, 3.0], "cls": ["a", value, "b"]}), tmp_path / "d.parquet")
+    assert sorted(load_dataset(str(tmp_path / "d.parquet"), label_column="cls").y.tolist()) == [0, 1, 2]
+
+
+def test_npz_labels_of_shape_n_by_1_are_one_label_per_row(tmp_path):
+    # As Keras and scikit-learn often save them.
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 3)), y=np.array([[7], [5], [7], [5]]))
+    assert load_dataset(str(tmp_path / "d.npz")).y.tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (1, 4), (4, 1, 1)])
+def test_npz_labels_of_other_shapes_are_refused(tmp_path, shape):
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 3)), y=np.zeros(shape))
+    with pytest.raises(InputError, match=rf"d.npz: labels y have shape {re.escape(str(shape))}, not \(4,\) or "
+                                         r"\(4, 1\)"):
+        load_dataset(str(tmp_path / "d.npz"))
 
 
 @pytest.mark.parametrize("content, match", [
@@ -247,6 +303,21 @@ def test_table_parts_with_other_columns_are_refused(tmp_path):
     pq.write_table(pa.table({"f": [1.0], "h": [2.0]}), tmp_path / "part-1.parquet")
     with pytest.raises(InputError, match="part-1.parquet: feature columns f, h differ from part-0.parquet's f, g"):
         load_dataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_table_parts_with_number_and_text_labels_are_refused(tmp_path, suffix):
+    # Numbers and strings cannot be sorted into one set of classes; name the part that differs.
+    import pyarrow.csv as pcsv
+
+    for i, labels in enumerate([[1, 2], [], ["x", "y"]]):
+        table = pa.table({"f": [1.0, 2.0][:len(labels)], "cls": labels},
+                         schema=pa.schema([("f", pa.float64()), ("cls", pa.int64() if i < 2 else pa.string())]))
+        write = pq.write_table if suffix == "parquet" else pcsv.write_csv
+        write(table, tmp_path / f"part-{i}.{suffix}")
+    with pytest.raises(InputError, match=f"part-2.{suffix}: label column 'cls' holds strings, part-0.{suffix}'s "
+                                         "holds numbers"):
+        load_dataset(str(tmp_path), label_column="cls")
 
 
 def test_a_folder_without_data_says_what_it_looked_for(tmp_path):
