@@ -553,7 +553,8 @@ def evaluate(
     ds = load_dataset(data, data_dir=data_dir, label_column=label_column, ignore_columns=ignore_column or (),
                       feature_names=assigner.manifest.input.feature_names)
     if ds.y is None:
-        raise DeepclustError(f"{data}: has no labels to evaluate against (tabular data: pass --label-column)")
+        raise DeepclustError(f"{data}: has no labels to evaluate against (labels come from a table's --label-column, "
+                             "an .npz's y, an IDX folder's label files or an image folder's class sub-folders)")
     if int(np.prod(ds.x.shape[1:])) != assigner.manifest.input.n_features:
         raise DeepclustError(assigner.shape_error(data, ds.x.shape[1:]))
     labels = np.concatenate([assigner.assign(ds.x[s:s + 65536]).labels for s in range(0, len(ds.x), 65536)])

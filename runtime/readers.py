@@ -375,6 +375,9 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
         if col is not None and col not in names:
             raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(names[:20])})")
     if feature_names is not None:
+        read = [c for c in ignore_columns if c in feature_names]
+        if read:  # ignoring it would be silent: the model reads it whatever the option says
+            raise InputError(f"{path}: column {read[0]!r} is a feature the model reads; it cannot be ignored")
         missing = [c for c in feature_names if c not in names]
         if missing:
             raise InputError(f"{path}: missing feature columns the model expects: {', '.join(missing[:10])}")

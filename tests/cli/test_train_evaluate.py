@@ -100,7 +100,8 @@ def test_training_data_with_nan_is_refused(tmp_path):
 def test_evaluate_without_labels(tmp_path, reference_bundle):
     np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
     r = runner.invoke(app, ["evaluate", str(reference_bundle), str(tmp_path / "x.npy")])
-    assert r.exit_code == 1 and "has no labels" in r.output
+    # where labels come from, not an option that .npy data refuses (--label-column)
+    assert r.exit_code == 1 and "has no labels" in r.output and "an .npz's y" in " ".join(r.output.split())
 
 
 def test_evaluate_names_the_data_whose_rows_do_not_fit(tmp_path, reference_bundle):

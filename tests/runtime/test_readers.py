@@ -244,3 +244,10 @@ def test_a_fortran_ordered_npy_reads_the_rows_a_c_ordered_one_does(tmp_path, sha
         f = np.concatenate([b.values.copy() for b in open_reader(tmp_path / "f.npy").batches(16, start_row=start)])
         np.testing.assert_array_equal(f, c)
         np.testing.assert_array_equal(f, x[start:].reshape(len(x) - start, -1))
+
+
+def test_ignoring_a_column_the_model_reads_is_refused_not_silently_dropped(tmp_path):
+    pq.write_table(pa.table({"a": [1.0], "b": [2.0], "note": ["x"]}), tmp_path / "t.parquet")
+    assert open_reader(tmp_path / "t.parquet", feature_names=["a", "b"], ignore_columns=["note"]).features == ["a", "b"]
+    with pytest.raises(InputError, match="t.parquet: column 'b' is a feature the model reads; it cannot be ignored"):
+        open_reader(tmp_path / "t.parquet", feature_names=["a", "b"], ignore_columns=["b"])
