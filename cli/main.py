@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -180,8 +181,14 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ):
     _state["debug"] = debug
+    warnings.showwarning = _show_warning
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s",
                         stream=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a bundle from a newer deepclust, a library's deprecation) as one line."""
+    err.print(Text.assemble(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 # Modules of the `train` extra: a scoring-only install lacks them.
@@ -605,7 +612,8 @@ def inspect(
 @app.command()
 @friendly_errors
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the bundle and the scored file.")]
+    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the bundle and the scored file; "
+                                          "a rerun replaces what an earlier one left there.")]
     = Path("build/demo"),
     epochs: Annotated[int, typer.Option(min=1, help="Pretraining epochs.")] = 50,
     rows: Annotated[int, typer.Option(min=1, help="Rows to score for the throughput figure.")] = 200_000,
@@ -618,6 +626,8 @@ def demo(
     from deepclust.trainer.estimator import DeepClustering
     from deepclust.trainer.metrics import clustering_scores
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepclustError(f"{out_dir}: is a file; --out is the demo's working folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = load_dataset("digits")
     err.print(Text.assemble(("1/3", "bold"), f" training on digits ({len(ds.x)} images 8x8, k=10)"))
@@ -630,7 +640,7 @@ def demo(
     assigner = Assigner.load(bundle)
     runtime_scores = clustering_scores(ds.y, assigner.assign(ds.x).labels)
 
-    big = out_dir / f"digits_x{rows}.npy"
+    big = out_dir / "rows.npy"  # one name whatever --rows is: reruns replace it, not add to it
     reps = -(-rows // len(ds.x))
     np.save(big, np.tile(ds.x.reshape(len(ds.x), -1), (reps, 1))[:rows])
     err.print(Text.assemble(("3/3", "bold"), f" streaming {rows} rows from {big}"))

@@ -232,6 +232,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     """Read and verify a bundle; raise BundleError naming the file and the reason."""
     path = Path(path)
     if not path.is_dir():
+        if path.exists():
+            raise BundleError(f"{path}: is a file; a model bundle is the folder that holds {MANIFEST}")
         raise BundleError(f"{path}: not a model bundle (no such folder)")
     manifest_path = path / MANIFEST
     try:
@@ -244,7 +246,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{manifest_path}: not a deepclust manifest (no format_version)")
     if raw["format_version"] != FORMAT_VERSION:
         raise BundleError(
-            f"{manifest_path}: bundle format {raw['format_version']} is not supported "
+            f"{manifest_path}: bundle format {raw['format_version']!r} is not supported "
             f"(this deepclust reads format {FORMAT_VERSION}); use the deepclust that wrote it"
         )
     if MANIFEST_SHA256 in raw and raw[MANIFEST_SHA256] != manifest_sha256(raw):

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 
 import numpy as np
 import pyarrow as pa
@@ -288,3 +289,14 @@ def test_assign_keeps_an_id_column_on_either_engine(tmp_path, reference_bundle, 
                             str(tmp_path / "ray_out"), "--keep-column", "id", "--engine", "ray", "-q"])
     assert r.exit_code == 0, r.output
     assert pq.read_table(tmp_path / "ray_out").equals(table)  # the same columns, rows and bits
+
+
+def test_a_bundle_from_a_newer_deepclust_draws_a_one_line_warning(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["versions"]["deepclust"] = "999.0"
+    write_manifest(bundle_copy, manifest)
+    r = run("inspect", bundle_copy)
+    assert r.exit_code == 0, r.output
+    warning = [line for line in r.output.splitlines() if "written by" in line]
+    assert warning == ["warning: bundle written by deepclust 999.0, newer than this " + version("deepclust")]
+    assert "UserWarning" not in r.output and "warnings.warn" not in r.output

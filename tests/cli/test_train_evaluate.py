@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -362,3 +363,15 @@ def test_int8_report_says_calibration_rows_when_none_were_held_out(tmp_path):
     assert "int8 pipeline: labels agree with fp32 on" in r.output
     assert " of 60 calibration rows" in " ".join(r.output.split()) and "held-out" not in r.output
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["checks"]["int8"]["held_out"] is False
+
+
+def test_demo_trains_scores_and_reruns_in_its_working_folder_without_piling_up_files(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "file"), "--epochs", "1"])
+    assert r.exit_code == 1 and "file: is a file; --out is the demo's working folder" in r.output
+    for rows in (3000, 2000):
+        r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--rows", str(rows)])
+        assert r.exit_code == 0, r.output
+        assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["assignments.parquet", "bundle", "rows.npy"]
+        assert pq.read_metadata(tmp_path / "demo" / "assignments.parquet").num_rows == rows
+        assert f"scoring: {rows:,} rows" in r.output and "runtime (ONNX)" in r.output

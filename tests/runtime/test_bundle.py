@@ -50,9 +50,20 @@ def test_newer_format_version_is_refused(bundle_copy):
         load_bundle(bundle_copy)
 
 
-def test_not_a_bundle(tmp_path):
+def test_a_format_version_of_another_type_is_shown_as_it_is(bundle_copy):
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    m["format_version"] = str(FORMAT_VERSION)  # not "format 1 is not supported (this reads format 1)"
+    (bundle_copy / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=f"format '{FORMAT_VERSION}' is not supported"):
+        load_bundle(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path, reference_bundle):
     with pytest.raises(BundleError, match="no such folder"):
         load_bundle(tmp_path / "nothing")
+    with pytest.raises(BundleError, match="manifest.json: is a file; a model bundle is the folder that holds "
+                                          "manifest.json"):
+        load_bundle(reference_bundle / MANIFEST)
     with pytest.raises(BundleError, match="manifest.json: missing"):
         load_bundle(tmp_path)
 
