@@ -519,6 +519,10 @@ class CsvReader(Reader):
         # later "1.5" in a column of integers is a value, not an error (booleans stay booleans).
         self._types = {c: pa.float64() for c in self.features
                        if not pa.types.is_boolean(schema.types[schema.names.index(c)])}
+        if label_column is not None and label_column not in self.features:
+            # A label or an id is text: as a number, "00123" would lose its zeros, and a word
+            # after the first block would fail a column inferred as numbers.
+            self._types[label_column] = pa.string()
         self.n_rows = None
         self.sample_shape = (len(self.features),)
 

@@ -381,3 +381,13 @@ def test_kept_ids_are_copied_exactly_and_a_missing_one_is_refused(tmp_path, assi
         with pytest.raises(InputError, match="kept column 'id': row 4 has no value"):
             score_file(assigner, tmp_path / f"holes{i}.parquet", tmp_path / "out.parquet", keep_column="id")
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_csv_kept_column_is_copied_as_its_text(tmp_path, assigner, digits_rows):
+    x = digits_rows[:50]
+    ids = [f"{i:05d}" for i in range(len(x))]  # as numbers, "00007" would become 7
+    header = "id," + ",".join(f"f{j}" for j in range(x.shape[1]))
+    lines = [f"{i}," + ",".join(str(int(v)) for v in row) for i, row in zip(ids, x)]
+    (tmp_path / "in.csv").write_text("\n".join([header, *lines]) + "\n")
+    score_file(assigner, tmp_path / "in.csv", tmp_path / "out.parquet", keep_column="id")
+    assert pq.read_table(tmp_path / "out.parquet")["id"].to_pylist() == ids
