@@ -11,6 +11,7 @@ from deepclust.trainer.autoencoder import DenseAutoencoder  # noqa: E402
 from deepclust.trainer.metrics import cluster_accuracy  # noqa: E402
 from deepclust.trainer.seeds import run_seed  # noqa: E402
 from deepclust.trainer.selflabel import SelfLabelConfig, Teacher, consensus, fine_tune, mixture, teach  # noqa: E402
+from deepclust.trainer.selflabel import _n2d as plain_n2d  # noqa: E402  (the teacher run, unrecorded)
 
 
 def rings(n=600, seed=0):
@@ -126,28 +127,35 @@ def test_consensus_finds_the_lowest_inertia_partition_that_ten_starts_can_miss()
     assert inertia(consensus(runs, 10, seed=0).labels) <= min(ten_starts) + 1e-6
 
 
-def test_several_runs_use_other_seeds_and_one_run_is_plain_n2d(monkeypatch):
+@pytest.fixture
+def teacher_runs(monkeypatch):
+    """The (embedding, seed) of each teacher run from here on; the runs still run."""
     import deepclust.trainer.selflabel as selflabel
 
-    z, y = rings()
-    seeds = []
-    plain = selflabel._n2d
+    calls, plain = [], selflabel._n2d
 
     def recording(z, k, config, *, seed):
-        seeds.append(seed)
+        calls.append((z, seed))
         return plain(z, k, config, seed=seed)
 
     monkeypatch.setattr(selflabel, "_n2d", recording)
+    return calls
+
+
+def test_several_runs_use_other_seeds_and_one_run_is_plain_n2d(teacher_runs):
+    z, y = rings()
     one = teach(z, 2, SelfLabelConfig(), seed=5)
-    assert seeds == [5] and one.agreement is None
-    np.testing.assert_array_equal(one.labels, plain(z, 2, SelfLabelConfig(), seed=5).labels)
-    seeds.clear()
+    assert [s for _, s in teacher_runs] == [5] and one.agreement is None
+    np.testing.assert_array_equal(one.labels, plain_n2d(z, 2, SelfLabelConfig(), seed=5).labels)
+    teacher_runs.clear()
     three = teach(z, 2, SelfLabelConfig(runs=3), seed=5)
+    seeds = [s for _, s in teacher_runs]
     assert seeds[0] == 5 and len(set(seeds)) == 3
     assert cluster_accuracy(y, three.labels) > 0.99 and three.agreement.shape == (len(z),)
-    first, seeds[:] = list(seeds), []
+    teacher_runs.clear()
     teach(z, 2, SelfLabelConfig(runs=3), seed=6)
-    assert seeds[0] == 6 and not set(seeds) & set(first)   # neighbouring fit seeds share no run
+    # neighbouring fit seeds share no run
+    assert teacher_runs[0][1] == 6 and not {s for _, s in teacher_runs} & set(seeds)
 
 
 def test_the_teacher_keeps_the_most_likely_of_its_gmm_fits():
@@ -179,19 +187,10 @@ def test_each_teacher_run_uses_the_configured_gmm_inits(monkeypatch):
     assert calls == [3, 3]
 
 
-def test_a_teacher_of_several_embeddings_runs_on_each_and_teaches_the_consensus_of_all(monkeypatch):
-    import deepclust.trainer.selflabel as selflabel
-
+def test_a_teacher_of_several_embeddings_runs_on_each_and_teaches_the_consensus_of_all(teacher_runs):
     z, y = rings()
     mirrored = -z          # another network's embedding of the same rows
-    calls = []
-    plain = selflabel._n2d
-
-    def recording(z, k, config, *, seed):
-        calls.append((z, seed))
-        return plain(z, k, config, seed=seed)
-
-    monkeypatch.setattr(selflabel, "_n2d", recording)
+    calls, plain = teacher_runs, plain_n2d
     both = teach([z, mirrored], 2, SelfLabelConfig(runs=2), seed=5)
     assert [e is z for e, _ in calls] == [True, True, False, False]        # runs on each embedding
     assert [s for _, s in calls] == [run_seed(5, i) for i in range(4)]     # every run its own seed
