@@ -476,9 +476,10 @@ def assign(
                                      rich_help_panel=OUTPUT_PANEL)] = False,
     embeddings: Annotated[bool, typer.Option(help="Also write the embedding of each row.",
                                            rich_help_panel=OUTPUT_PANEL)] = False,
-    keep_column: Annotated[Optional[str], typer.Option(
+    keep_column: Annotated[Optional[list[str]], typer.Option(
         "--keep-column", metavar="NAME", help="Copy this column of the input (an id) into the output, first, to join "
-                                              "the results back by (.parquet/.csv inputs and outputs).",
+                                              "the results back by (.parquet/.csv inputs and outputs). Repeat it for "
+                                              "more columns (a key of several), kept in that order.",
         rich_help_panel=OUTPUT_PANEL)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows read per batch (bounds memory; the encoder runs in "
                                             "calls of its own best size).", rich_help_panel=SCORING_PANEL)] = 4096,
@@ -519,14 +520,15 @@ def assign(
 
         report = score_parquet_with_ray(model, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
                                         batch_size=batch_size, chunk_rows=chunk_rows, concurrency=actors,
-                                        device=device.value, precision=precision.value, keep_column=keep_column)
+                                        device=device.value, precision=precision.value, keep_columns=keep_column or ())
     else:
         assigner = Assigner.load(model, device=device.value, precision=precision.value)
         with Progress(TextColumn("[bold]assign"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                       TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal) as progress:
             task = progress.add_task("assign", total=None)
             report = score_file(assigner, inputs, output, soft=soft, embeddings=embeddings, overwrite=overwrite,
-                                batch_rows=batch_size, chunk_rows=chunk_rows, resume=resume, keep_column=keep_column,
+                                batch_rows=batch_size, chunk_rows=chunk_rows, resume=resume,
+                                keep_columns=keep_column or (),
                                 on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     resumed = f" (resumed after {report.resumed_rows})" if getattr(report, "resumed_rows", 0) else ""
     out.print(f"scored {report.rows} rows{resumed} in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) "

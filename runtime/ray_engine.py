@@ -32,9 +32,9 @@ from .assigner import DEFAULT_BATCH_SIZE as CALL_ROWS
 from .assigner import Assigner, choose_precision
 from .bundle import MANIFEST, Bundle, load_bundle
 from .errors import DeepclustError, InputError
-from .readers import Batch, ParquetReader, _select_columns, open_inputs, table_to_matrix
+from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
 from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, _KeptRows, aligned_chunk_rows, scoring_calls
-from .writers import RESULT_COLUMNS
+from .writers import check_kept_names
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -119,11 +119,7 @@ def _checked_keep_columns(keep_columns) -> tuple[str, ...]:
     for name in names:
         if not isinstance(name, str):
             raise InputError(f"keep_columns: {name!r} is not a column name")
-        if name in RESULT_COLUMNS:
-            raise InputError(f"kept column {name!r}: the output has a column of that name; rename it in the input")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise InputError(f"keep_columns: {', '.join(map(repr, repeated))} given more than once")
+    check_kept_names(names, flat=False)
     return names
 
 
@@ -134,7 +130,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
                            concurrency: int | tuple[int, int] | None = None, device: str = "cpu",
                            precision: str = "auto", threads_per_actor: int = 1,
                            chunk_rows: int = DEFAULT_CHUNK_ROWS, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
-                           num_cpus: int | None = None, keep_column: str | None = None) -> ScoringReport:
+                           num_cpus: int | None = None, keep_columns: Sequence[str] = ()) -> ScoringReport:
     """Score Parquet inputs with Ray into a folder of Parquet files that appears when complete.
 
     ``inputs`` are Parquet files and folders of them, taken as the local engine takes them
@@ -164,8 +160,8 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     output_dir = Path(output_dir)
     bundle = load_bundle(bundle_path)
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
-    keep_columns = _checked_keep_columns(() if keep_column is None else (keep_column,))
-    chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows, keep_column)
+    keep_columns = _checked_keep_columns(keep_columns)
+    chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows, keep_columns)
     if output_dir.exists() or output_dir.is_symlink():
         out = output_dir.resolve()
         if any(f == out or out in f.parents for f in (Path(p).resolve() for c in chunks for p in c["paths"])):
@@ -250,13 +246,13 @@ def result_schema(k: int, latent_dim: int, *, soft: bool = False, embeddings: bo
 
 # --- planning: one work item per Parquet row group ------------------------------------------
 
-def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int, keep_column: str | None = None
+def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int, keep_columns: Sequence[str] = ()
                  ) -> tuple[list[dict], int]:
     """One work item per ``chunk_rows`` rows of the inputs taken as one sequence (the local
     engine's chunks), naming only the files it overlaps; and the total row count. The inputs
     are opened and checked as the local engine opens them; only Parquet is accepted."""
     spec = bundle.manifest.input
-    reader = open_inputs(inputs, feature_names=spec.feature_names, kept=keep_column)
+    reader = open_inputs(inputs, feature_names=spec.feature_names, kept=keep_columns)
     readers = getattr(reader, "readers", [reader])
     for r in readers:
         if not isinstance(r, ParquetReader):
@@ -362,15 +358,14 @@ class _ChunkScorer(_BundleScorer):
 
         feature_names = self.assigner.manifest.input.feature_names
         for item in items.to_pylist():
-            column = self.keep_columns[0] if self.keep_columns else None  # the local engine keeps one
-            reader = open_inputs(item["paths"], feature_names=feature_names, kept=column)
-            kept = _KeptRows(column)
+            reader = open_inputs(item["paths"], feature_names=feature_names, kept=self.keep_columns)
+            kept = _KeptRows(self.keep_columns)
             batches = _first_rows(reader.batches(self.read_rows, start_row=item["skip"]), item["rows"])
             for x in scoring_calls((kept.push(b) for b in batches), item["first_row"], self.assigner.batch_size,
                                    self.chunk_rows):
                 table = self._score(x)
-                if column is not None:  # as the local engine writes it: first
-                    table = table.add_column(0, column, pa.array(kept.take(len(x))))
+                for i, (name, values) in enumerate(zip(self.keep_columns, kept.take(len(x)))):
+                    table = table.add_column(i, name, pa.array(values))  # as the local engine writes them: first
                 yield table
 
 
@@ -379,7 +374,7 @@ def _first_rows(batches, n: int):
     for b in batches:
         if n <= 0:
             return
-        yield Batch(b.start, b.values[:n], b.labels[:n] if b.labels is not None else None)
+        yield b.rows(0, n)
         n -= len(b.values)
 
 

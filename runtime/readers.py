@@ -29,6 +29,13 @@ class Batch:
     start: int
     values: np.ndarray
     labels: np.ndarray | None = None
+    kept: tuple[np.ndarray, ...] = ()  # the values of the kept columns (ids), in their order
+
+    def rows(self, first: int, stop: int | None = None) -> "Batch":
+        """Rows ``first`` to ``stop`` of this batch, every field cut alike."""
+        cut = slice(first, stop)
+        return Batch(self.start + first, self.values[cut], None if self.labels is None else self.labels[cut],
+                     tuple(k[cut] for k in self.kept))
 
 
 class Reader:
@@ -39,6 +46,7 @@ class Reader:
     n_rows: int | None
     sample_shape: tuple[int, ...]
     has_labels: bool = False
+    kept_columns: tuple[str, ...] = ()  # table readers: columns carried beside the rows (ids)
 
     @property
     def n_values(self) -> int:
@@ -83,12 +91,13 @@ def check_finite(values: np.ndarray, path, start: int) -> None:
 
 def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None = None,
                 label_column: str | None = None, ignore_columns: Sequence[str] = (),
-                can_ignore: bool = True) -> Reader:
+                can_ignore: bool = True, kept_columns: Sequence[str] = ()) -> Reader:
     """Open ``path`` by its format: .npy, .parquet, .csv (optionally .gz) or IDX (raw or .gz).
 
     ``feature_names`` (tabular inputs) selects and orders columns; otherwise every column but
-    ``label_column`` and ``ignore_columns`` is a feature and must be numeric (``can_ignore``:
-    the caller lets users ignore columns, so a non-numeric column's error suggests it).
+    ``label_column``, ``ignore_columns`` and ``kept_columns`` is a feature and must be numeric
+    (``can_ignore``: the caller lets users ignore columns, so a non-numeric column's error
+    suggests it). ``kept_columns`` (ids) come with each batch as its ``kept`` values.
     """
     path = Path(path)
     if not path.exists():
@@ -100,9 +109,11 @@ def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None 
         if name.endswith(".npy"):
             return NpyReader(path)
         if name.endswith((".parquet", ".pq")):
-            return ParquetReader(path, feature_names, label_column, ignore_columns, can_ignore=can_ignore)
+            return ParquetReader(path, feature_names, label_column, ignore_columns, can_ignore=can_ignore,
+                                 kept_columns=kept_columns)
         if name.endswith((".csv", ".csv.gz")):
-            return CsvReader(path, feature_names, label_column, ignore_columns, can_ignore=can_ignore)
+            return CsvReader(path, feature_names, label_column, ignore_columns, can_ignore=can_ignore,
+                             kept_columns=kept_columns)
         if is_idx(path):
             return IdxReader(path)
     except PermissionError:
@@ -114,22 +125,23 @@ TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: str | None = None) -> Reader:
+def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: Sequence[str] = ()) -> Reader:
     """One reader over ``inputs``: a file, a folder, or a list of them. A folder holds files of
     one format (read in name order; e.g. a Parquet data set) or PNG/JPEG images (recursively).
-    ``kept`` names a column of table inputs that is no feature, to be carried to the output
-    (an id): batches hold it as their ``labels``."""
+    ``kept`` names columns of table inputs, no features unless ``feature_names`` names them,
+    to be carried to the output (ids): batches hold their values as ``kept``."""
+    kept = tuple(kept)
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not paths:
         raise InputError("no input given")
     readers: list[Reader] = []
     for path in paths:
         if not path.is_dir():
-            readers.append(open_reader(path, feature_names=feature_names, label_column=kept, can_ignore=False))
+            readers.append(open_reader(path, feature_names=feature_names, kept_columns=kept, can_ignore=False))
             continue
         files = [f for f in data_files(path) if f.name.lower().endswith(TABLE_SUFFIXES + (".npy",)) or is_idx(f)]
         if files:
-            found = [open_reader(f, feature_names=feature_names, label_column=kept, can_ignore=False)
+            found = [open_reader(f, feature_names=feature_names, kept_columns=kept, can_ignore=False)
                      for f in files]
             # An MNIST-style folder holds label files beside the images: they are not rows.
             samples = [r for r in found if not (isinstance(r, IdxReader) and r.is_labels)]
@@ -138,9 +150,9 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: str
             readers.append(ImageFolderReader(path))
         else:
             raise InputError(f"{path}: no .npy, .parquet, .csv, IDX or image files in this folder")
-    if kept is not None:
+    if kept:
         for r in readers:
-            if not r.has_labels:
+            if not r.kept_columns:
                 raise InputError(f"{r.path}: has no columns to keep (a kept column is read from .parquet and .csv "
                                  "inputs)")
     return readers[0] if len(readers) == 1 else MultiReader(readers)
@@ -188,8 +200,7 @@ class MultiReader(Reader):
                 rows = b.start + n
                 skip = max(start_row - first, 0)
                 if skip < n:
-                    yield Batch(first + skip, b.values[skip:],
-                                b.labels[skip:] if b.labels is not None else None)
+                    yield Batch(first, b.values, b.labels, b.kept).rows(skip)
             offset += r.n_rows if r.n_rows is not None else rows
         if offset == 0 and not allow_empty:
             raise InputError(f"{self.path}: empty input (no rows in any of its {len(self.readers)} files)")
@@ -362,7 +373,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 # --- tabular: Parquet and CSV -----------------------------------------------------------------
 
 def _select_columns(path, schema_names, types, feature_names, label_column, ignore_columns, *,
-                    can_ignore: bool = True):
+                    can_ignore: bool = True, kept_columns: Sequence[str] = ()):
     """The feature columns, checked. ``can_ignore``: the caller has an --ignore-column to offer."""
     import pyarrow as pa
 
@@ -371,7 +382,7 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
     if repeated:
         raise InputError(f"{path}: column names repeat ({', '.join(map(repr, repeated[:5]))}); each column "
                          "needs its own name")
-    for col in [label_column, *ignore_columns]:
+    for col in [label_column, *ignore_columns, *kept_columns]:
         if col is not None and col not in names:
             raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(names[:20])})")
     if feature_names is not None:
@@ -383,7 +394,7 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
             raise InputError(f"{path}: missing feature columns the model expects: {', '.join(missing[:10])}")
         features = list(feature_names)
     else:
-        features = [c for c in names if c != label_column and c not in ignore_columns]
+        features = [c for c in names if c != label_column and c not in ignore_columns and c not in kept_columns]
     if not features:
         raise InputError(f"{path}: no feature columns")
     for c in features:
@@ -413,10 +424,10 @@ def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
     return values
 
 
-def _table_to_batch(path, table, features, label_column, start) -> Batch:
+def _table_to_batch(path, table, features, label_column, start, kept_columns=()) -> Batch:
     values = table_to_matrix(table, features)
     labels = column_values(table.column(label_column)) if label_column is not None else None
-    return Batch(start, values, labels)
+    return Batch(start, values, labels, tuple(column_values(table.column(c)) for c in kept_columns))
 
 
 def column_values(column) -> np.ndarray:
@@ -447,14 +458,16 @@ class ParquetReader(Reader):
     """Reads row groups in batches. The file is opened per pass, not held: a data set may have
     more parts than the process may have open files."""
 
-    def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True):
+    def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True,
+                 kept_columns: Sequence[str] = ()):
         self.path = path
         with self._open() as f:
             schema, self._metadata = f.schema_arrow, f.metadata
-        index = [c for c in pandas_index_columns(schema) if c != label_column and c not in ignore_columns]
+        index = [c for c in pandas_index_columns(schema)
+                 if c != label_column and c not in ignore_columns and c not in kept_columns]
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
-                                        [*ignore_columns, *index], can_ignore=can_ignore)
-        self.label_column = label_column
+                                        [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns)
+        self.label_column, self.kept_columns = label_column, tuple(kept_columns)
         self.has_labels = label_column is not None
         self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
@@ -474,7 +487,9 @@ class ParquetReader(Reader):
     def _row_groups(self, file, batch_rows: int, start_row: int) -> Iterator[Batch]:
         import pyarrow as pa
 
-        columns = self.features + ([self.label_column] if self.label_column else [])
+        # once each: a kept column may also be a feature
+        columns = list(dict.fromkeys([*self.features, *([self.label_column] if self.label_column else []),
+                                      *self.kept_columns]))
         start = 0
         for rg in range(self._metadata.num_row_groups):
             rg_rows = self._metadata.row_group(rg).num_rows
@@ -489,7 +504,7 @@ class ParquetReader(Reader):
                         if rb.num_rows == 0:
                             continue
                     yield _table_to_batch(self.path, pa.Table.from_batches([rb]), self.features,
-                                          self.label_column, start)
+                                          self.label_column, start, self.kept_columns)
                     start += rb.num_rows
             except InputError:
                 raise
@@ -502,11 +517,12 @@ class CsvReader(Reader):
     (as ``numpy.savetxt`` writes) is a row, and the columns are named "0", "1", ... as pandas
     names a frame's columns by default."""
 
-    def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True):
+    def __init__(self, path, feature_names, label_column, ignore_columns, *, can_ignore: bool = True,
+                 kept_columns: Sequence[str] = ()):
         import pyarrow as pa
 
         self.path = path
-        self._feature_names, self.label_column = feature_names, label_column
+        self._feature_names, self.label_column, self.kept_columns = feature_names, label_column, tuple(kept_columns)
         self.has_labels = label_column is not None
         self._column_names = None
         schema = self._open().schema
@@ -514,15 +530,16 @@ class CsvReader(Reader):
             self._column_names = [str(i) for i in range(len(schema.names))]
             schema = self._open().schema
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
-                                        ignore_columns, can_ignore=can_ignore)
+                                        ignore_columns, can_ignore=can_ignore, kept_columns=kept_columns)
         # Types are inferred from the first block only: read features as float64 so that a
         # later "1.5" in a column of integers is a value, not an error (booleans stay booleans).
         self._types = {c: pa.float64() for c in self.features
                        if not pa.types.is_boolean(schema.types[schema.names.index(c)])}
-        if label_column is not None and label_column not in self.features:
-            # A label or an id is text: as a number, "00123" would lose its zeros, and a word
-            # after the first block would fail a column inferred as numbers.
-            self._types[label_column] = pa.string()
+        for c in (label_column, *self.kept_columns):
+            if c is not None and c not in self.features:
+                # A label or an id is text: as a number, "00123" would lose its zeros, and a
+                # word after the first block would fail a column inferred as numbers.
+                self._types[c] = pa.string()
         self.n_rows = None
         self.sample_shape = (len(self.features),)
 
@@ -553,7 +570,7 @@ class CsvReader(Reader):
                 rb, start = rb.slice(skip), start + skip
             for off in range(0, rb.num_rows, batch_rows):
                 part = pa.Table.from_batches([rb.slice(off, batch_rows)])
-                yield _table_to_batch(self.path, part, self.features, self.label_column, start)
+                yield _table_to_batch(self.path, part, self.features, self.label_column, start, self.kept_columns)
                 start += part.num_rows
 
 

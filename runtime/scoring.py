@@ -43,7 +43,7 @@ log = logging.getLogger("deepclust")
 
 DEFAULT_CHUNK_ROWS = 65_536
 JOB_VERSION = 1
-_FIELDS = ("labels", "distances", "soft", "embeddings", "kept")
+_FIELDS = ("labels", "distances", "soft", "embeddings")  # then kept_0, kept_1, ...: the kept columns
 
 
 @dataclass
@@ -76,18 +76,19 @@ def work_dir_for(output: str | os.PathLike) -> Path:
 def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os.PathLike],
                output_path: str | os.PathLike, *, soft: bool = False, embeddings: bool = False,
                overwrite: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
-               chunk_rows: int = DEFAULT_CHUNK_ROWS, resume: bool = True, keep_column: str | None = None,
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, resume: bool = True, keep_columns: Sequence[str] = (),
                on_progress: Callable[[int, int | None], None] | None = None) -> ScoringReport:
     """Score every row of ``inputs`` (a file, a folder, or a list of them) into ``output_path``
     (.parquet, .npy or .csv), resuming a previous interrupted run of the same job unless
     ``resume`` is False. Memory stays at a few batches whatever the input size.
-    ``keep_column``: a column of table inputs (an id) copied into the output before the results.
+    ``keep_columns``: columns of table inputs (ids) copied into the output before the results.
     ``on_progress(rows_done, total_rows_or_None)`` is called after each batch."""
     output = Path(output_path)
     manifest = assigner.manifest
     chunk_rows = aligned_chunk_rows(chunk_rows, assigner.batch_size)
-    sink = ResultWriter.check_target(output, overwrite=overwrite, kept=keep_column)
-    reader = open_inputs(inputs, feature_names=manifest.input.feature_names, kept=keep_column)
+    keep_columns = tuple(keep_columns)
+    sink = ResultWriter.check_target(output, overwrite=overwrite, kept=keep_columns)
+    reader = open_inputs(inputs, feature_names=manifest.input.feature_names, kept=keep_columns)
     if output.exists() and any(output.resolve() == f.resolve() for f in reader.files):
         raise InputError(f"{output}: is also an input; write the results elsewhere")
     if reader.n_values != manifest.input.n_features:
@@ -96,24 +97,25 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
     job = {"version": JOB_VERSION, "inputs": reader.fingerprint(), "bundle": _bundle_id(assigner),
            "precision": assigner.precision, "soft": soft, "embeddings": embeddings,
            "batch_rows": batch_rows, "chunk_rows": chunk_rows, "format": sink}
-    if keep_column is not None:  # absent otherwise, so that jobs from before it still resume
-        job["keep_column"] = keep_column
+    if keep_columns:  # absent otherwise, so that jobs from before them still resume
+        job["keep_columns"] = list(keep_columns)
     t0 = time.perf_counter()
-    with _JobFolder(work, job, resume) as folder:
+    fields = _FIELDS + tuple(f"kept_{i}" for i in range(len(keep_columns)))
+    with _JobFolder(work, job, resume, fields) as folder:
         done_chunks = folder.completed_chunks()
         start = min(done_chunks * chunk_rows, reader.n_rows if reader.n_rows is not None else 1 << 62)
         if start:
             log.info("resuming %s: %d rows already scored", output, start)
         row = start
         parts: list = []
-        kept = _KeptRows(keep_column)
+        kept = _KeptRows(keep_columns)
         try:
             values = (kept.push(b) for b in reader.batches(batch_rows, start_row=start))
             for x in scoring_calls(values, start, assigner.batch_size, chunk_rows):
                 if row == start:
                     assigner.check_scale(x, reader.path)
                 result = assigner._assign_prepared(x, soft, embeddings)
-                arrays = (result.labels, result.distances, result.soft, result.embeddings, kept.take(len(x)))
+                arrays = (result.labels, result.distances, result.soft, result.embeddings, *kept.take(len(x)))
                 offset = 0
                 while offset < len(x):  # a batch may cross a chunk boundary
                     take = min(len(x) - offset, chunk_rows - (row % chunk_rows))
@@ -133,46 +135,50 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
             raise Interrupted(output, row - row % chunk_rows, reader.n_rows) from None
         writer = ResultWriter(output, k=manifest.k, latent_dim=manifest.latent_dim, soft=soft,
                               embeddings=embeddings, overwrite=overwrite, temp_path=work / f"output{output.suffix}",
-                              kept=keep_column)
+                              kept=keep_columns)
         with writer:
             for arrays in folder.chunks():
-                writer.write(*arrays)
+                writer.write(*arrays[:len(_FIELDS)], kept=arrays[len(_FIELDS):])
         folder.discard()
     return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=output, resumed_rows=start)
 
 
 class _KeptRows:
-    """The kept column's values of rows read but not yet scored: reading runs ahead of the
-    encoder calls, which take rows in order. Values become a plain numpy array (strings as
+    """The kept columns' values of rows read but not yet scored: reading runs ahead of the
+    encoder calls, which take rows in order. Values become plain numpy arrays (strings as
     fixed-width unicode), so that chunks save without pickles."""
 
-    def __init__(self, column: str | None):
-        self.column, self.parts, self.first = column, [], 0
+    def __init__(self, columns: Sequence[str]):
+        self.columns, self.parts, self.first = tuple(columns), [], 0
 
     def push(self, batch) -> np.ndarray:
-        if self.column is not None:
-            values = np.asarray(batch.labels)
-            if values.dtype == object:
-                missing = [i for i, v in enumerate(values.tolist()) if v is None]
-                if missing:
-                    raise InputError(f"kept column {self.column!r}: row {batch.start + missing[0]} has no value")
-                values = values.astype(str)
-            self.parts.append(values.copy())
+        if self.columns:
+            part = []
+            for name, values in zip(self.columns, batch.kept):
+                values = np.asarray(values)
+                if values.dtype == object:
+                    missing = [i for i, v in enumerate(values.tolist()) if v is None]
+                    if missing:
+                        raise InputError(f"kept column {name!r}: row {batch.start + missing[0]} has no value")
+                    values = values.astype(str)
+                part.append(values.copy())
+            self.parts.append(part)
         return batch.values
 
-    def take(self, n: int) -> np.ndarray | None:
-        if self.column is None:
-            return None
+    def take(self, n: int) -> tuple[np.ndarray, ...]:
+        """The next ``n`` rows' values, one array per kept column."""
+        if not self.columns:
+            return ()
         taken = []
         while n:
-            part = self.parts[0][self.first:self.first + n]
+            part = [values[self.first:self.first + n] for values in self.parts[0]]
             taken.append(part)
-            n -= len(part)
-            self.first += len(part)
-            if self.first == len(self.parts[0]):
+            n -= len(part[0])
+            self.first += len(part[0])
+            if self.first == len(self.parts[0][0]):
                 self.parts.pop(0)
                 self.first = 0
-        return np.concatenate(taken)
+        return tuple(np.concatenate(column) for column in zip(*taken))
 
 
 def aligned_chunk_rows(chunk_rows: int, call_rows: int) -> int:
@@ -224,8 +230,8 @@ class _JobFolder:
     """The work folder: the job's fingerprint, finished chunks, and a lock against a second
     process running the same job at once."""
 
-    def __init__(self, path: Path, job: dict, resume: bool):
-        self.path, self.job, self.resume = path, job, resume
+    def __init__(self, path: Path, job: dict, resume: bool, fields: tuple[str, ...] = _FIELDS):
+        self.path, self.job, self.resume, self.fields = path, job, resume, fields
         self._lock = None
 
     def __enter__(self) -> "_JobFolder":
@@ -267,7 +273,7 @@ class _JobFolder:
         return n
 
     def save_chunk(self, i: int, parts: list) -> None:
-        arrays = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(_FIELDS)
+        arrays = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self.fields)
                   if parts[0][j] is not None}
         tmp = self.path / f".chunk-{i:07d}.tmp.npz"
         with open(tmp, "wb") as f:
@@ -279,7 +285,7 @@ class _JobFolder:
     def chunks(self):
         for i in range(self.completed_chunks()):
             with np.load(self._chunk(i), allow_pickle=False) as z:
-                yield tuple(z[name] if name in z.files else None for name in _FIELDS)
+                yield tuple(z[name] if name in z.files else None for name in self.fields)
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -22,15 +23,16 @@ RESULT_COLUMNS = ("label", "distance", "soft", "embedding")
 
 class ResultWriter:
     """Writes ``label``, ``distance`` and optionally ``soft`` (k) and ``embedding`` (d) per row,
-    after the input column named ``kept`` (an id to join the results back by), when given.
+    after the input columns named in ``kept`` (ids to join the results back by), when given.
 
     Use as a context manager: leaving the block normally commits, an exception aborts.
     """
 
     def __init__(self, path: str | os.PathLike, *, k: int, latent_dim: int, soft: bool = False,
                  embeddings: bool = False, overwrite: bool = False, temp_path: str | os.PathLike | None = None,
-                 kept: str | None = None):
+                 kept: Sequence[str] = ()):
         self.path = Path(path)
+        kept = tuple(kept)
         suffix = self.check_target(self.path, overwrite=overwrite, kept=kept)
         self.k, self.latent_dim, self.soft, self.embeddings, self.kept = k, latent_dim, soft, embeddings, kept
         # The temporary file must be on the output's file system, for the final rename.
@@ -39,16 +41,15 @@ class ResultWriter:
         self._impl = {".parquet": _ParquetSink, ".npy": _NpySink, ".csv": _CsvSink}[suffix](self)
 
     @staticmethod
-    def check_target(path: Path, *, overwrite: bool = False, kept: str | None = None) -> str:
+    def check_target(path: Path, *, overwrite: bool = False, kept: Sequence[str] = ()) -> str:
         """Refuse an output that cannot be written; return its format (the suffix)."""
         suffix = path.suffix.lower()
         if suffix not in FORMATS:
             raise InputError(f"{path}: unknown output format {suffix or '(none)'} (use .parquet, .npy or .csv)")
-        if kept is not None and suffix == ".npy":
+        if kept and suffix == ".npy":
             raise InputError(f"{path}: a kept column needs a .parquet or .csv output (a .npy record's fields have "
                              "one width for the whole file)")
-        if kept is not None and (kept in RESULT_COLUMNS or kept.startswith(("soft_", "z_"))):
-            raise InputError(f"kept column {kept!r}: the output has a column of that name; rename it in the input")
+        check_kept_names(kept, flat=suffix == ".csv")
         if path.is_dir():
             raise InputError(f"{path}: is a folder; the output is one {suffix} file")
         if path.exists() and not overwrite:
@@ -58,7 +59,7 @@ class ResultWriter:
         return suffix
 
     def write(self, labels: np.ndarray, distances: np.ndarray, soft: np.ndarray | None = None,
-              embeddings: np.ndarray | None = None, kept: np.ndarray | None = None) -> None:
+              embeddings: np.ndarray | None = None, kept: Sequence[np.ndarray] = ()) -> None:
         self._impl.write(labels.astype(np.int32, copy=False), distances.astype(np.float32, copy=False),
                          soft, embeddings, kept)
         self.rows += len(labels)
@@ -85,8 +86,19 @@ class ResultWriter:
             self.abort()
 
 
-def _columns(w: ResultWriter, labels, distances, soft, embeddings, kept=None, *, flat: bool) -> dict:
-    cols = {w.kept: kept} if w.kept is not None else {}
+def check_kept_names(kept: Sequence[str], *, flat: bool = True) -> None:
+    """Refuse kept columns that would clash in the output: with each other, or with a result
+    column (``flat``: also the CSV's ``soft_j`` and ``z_j``)."""
+    for name in kept:
+        if name in RESULT_COLUMNS or (flat and name.startswith(("soft_", "z_"))):
+            raise InputError(f"kept column {name!r}: the output has a column of that name; rename it in the input")
+    repeated = sorted({name for name in kept if list(kept).count(name) > 1})
+    if repeated:
+        raise InputError(f"kept column {repeated[0]!r} given more than once")
+
+
+def _columns(w: ResultWriter, labels, distances, soft, embeddings, kept=(), *, flat: bool) -> dict:
+    cols = dict(zip(w.kept, kept))
     cols.update({"label": labels, "distance": distances})
     if w.soft:
         if flat:
@@ -114,19 +126,18 @@ class _ParquetSink:
             fields.append(pa.field("embedding", pa.list_(pa.float32(), w.latent_dim)))
         self.fields, self.schema = fields, None
         self.writer = None
-        if w.kept is None:
+        if not w.kept:
             self._open(pa.schema(fields))
 
     def _open(self, schema):
         self.schema, self.writer = schema, self.pq.ParquetWriter(self.w.tmp, schema)
 
-    def write(self, labels, distances, soft, embeddings, kept=None):
+    def write(self, labels, distances, soft, embeddings, kept=()):
         pa = self.pa
-        arrays = [pa.array(labels), pa.array(distances)]
-        if self.w.kept is not None:
-            arrays.insert(0, pa.array(kept))
-            if self.writer is None:  # the kept column's type is the input's, known from the first rows
-                self._open(pa.schema([pa.field(self.w.kept, arrays[0].type), *self.fields]))
+        ids = [pa.array(k) for k in kept]
+        arrays = [*ids, pa.array(labels), pa.array(distances)]
+        if self.writer is None:  # the kept columns' types are the input's, known from the first rows
+            self._open(pa.schema([*(pa.field(name, a.type) for name, a in zip(self.w.kept, ids)), *self.fields]))
         for flag, m in ((self.w.soft, soft), (self.w.embeddings, embeddings)):
             if flag:
                 m = np.ascontiguousarray(m, dtype=np.float32)
@@ -135,7 +146,8 @@ class _ParquetSink:
 
     def close(self):
         if self.writer is None and self.schema is None:  # no rows: still a valid, empty file
-            self._open(self.pa.schema([self.pa.field(self.w.kept, self.pa.string()), *self.fields]))
+            self._open(self.pa.schema([*(self.pa.field(name, self.pa.string()) for name in self.w.kept),
+                                       *self.fields]))
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -146,7 +158,7 @@ class _CsvSink:
         self.w = w
         self.writer = None
 
-    def write(self, labels, distances, soft, embeddings, kept=None):
+    def write(self, labels, distances, soft, embeddings, kept=()):
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
@@ -162,7 +174,7 @@ class _CsvSink:
 
             empty = np.empty((0, max(self.w.k, self.w.latent_dim)), np.float32)
             table = pa.table(_columns(self.w, np.empty(0, np.int32), np.empty(0, np.float32), empty, empty,
-                                      np.empty(0, str), flat=True))
+                                      tuple(np.empty(0, str) for _ in self.w.kept), flat=True))
             pcsv.write_csv(table, self.w.tmp)
         else:
             self.writer.close()
@@ -193,7 +205,7 @@ class _NpySink:
         body += b" " * pad + b"\n"
         return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
-    def write(self, labels, distances, soft, embeddings, kept=None):
+    def write(self, labels, distances, soft, embeddings, kept=()):
         rec = np.empty(len(labels), dtype=self.dtype)
         rec["label"], rec["distance"] = labels, distances
         if self.w.soft:

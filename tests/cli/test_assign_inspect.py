@@ -275,18 +275,20 @@ def test_version_and_a_missing_training_extra_are_named(monkeypatch, reference_b
     assert r.exit_code == 1 and "pip install 'deepclust[train]'" in r.output, r.output
 
 
-def test_assign_keeps_an_id_column_on_either_engine(tmp_path, reference_bundle, digits_rows):
+def test_assign_keeps_id_columns_on_either_engine(tmp_path, reference_bundle, digits_rows):
     ids = [f"c-{i}" for i in range(len(digits_rows))]
-    pq.write_table(pa.table({"id": ids, **{f"f{j}": digits_rows[:, j] for j in range(64)}}), tmp_path / "in.parquet")
+    pq.write_table(pa.table({"id": ids, **{f"f{j}": digits_rows[:, j] for j in range(64)}, "shard": [7] * len(ids)}),
+                   tmp_path / "in.parquet")
+    keep = ["--keep-column", "shard", "--keep-column", "id"]
     r = runner.invoke(app, ["assign", str(reference_bundle), str(tmp_path / "in.parquet"), "-o",
-                            str(tmp_path / "out.parquet"), "--keep-column", "id", "-q"])
+                            str(tmp_path / "out.parquet"), *keep, "-q"])
     assert r.exit_code == 0, r.output
     table = pq.read_table(tmp_path / "out.parquet")
-    assert table["id"].to_pylist() == ids
+    assert table.column_names[:3] == ["shard", "id", "label"] and table["id"].to_pylist() == ids
     np.testing.assert_array_equal(table["label"].to_numpy(), Assigner.load(reference_bundle).assign(digits_rows).labels)
     pytest.importorskip("ray", reason="the Ray engine needs the ray extra")
     r = runner.invoke(app, ["assign", str(reference_bundle), str(tmp_path / "in.parquet"), "-o",
-                            str(tmp_path / "ray_out"), "--keep-column", "id", "--engine", "ray", "-q"])
+                            str(tmp_path / "ray_out"), *keep, "--engine", "ray", "-q"])
     assert r.exit_code == 0, r.output
     assert pq.read_table(tmp_path / "ray_out").equals(table)  # the same columns, rows and bits
 

@@ -135,9 +135,9 @@ def test_a_kept_column_crosses_chunks_and_files_as_on_the_local_engine(tmp_path,
         pq.write_table(pa.table({"id": [f"r{r}" for r in part], **{c: x[part, j] for j, c in enumerate(COLUMNS)}}),
                        src / f"part-{i}.parquet", row_group_size=90)
     local, remote = tmp_path / "local.parquet", tmp_path / "ray_out"
-    score_file(Assigner.load(reference_bundle, device="cpu"), src, local, chunk_rows=1000, keep_column="id")
+    score_file(Assigner.load(reference_bundle, device="cpu"), src, local, chunk_rows=1000, keep_columns=["id"])
     score_parquet_with_ray(reference_bundle, src, remote, concurrency=2, chunk_rows=1000, rows_per_file=500,
-                           keep_column="id")
+                           keep_columns=["id"])
     expected, got = pq.read_table(local), pq.read_table(remote)
     assert got.equals(expected) and got["id"].to_pylist() == [f"r{r}" for r in range(len(x))]
 

@@ -335,28 +335,28 @@ def test_a_kept_column_is_carried_to_the_output_and_survives_a_resume(tmp_path, 
     ids = [f"order-{i:05d}" for i in range(len(x))]
     src = _parts_with_ids(tmp_path / "parts", x, ids)
     whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
-    score_file(assigner, src, whole, chunk_rows=CHUNK, batch_rows=100, keep_column="id")
+    score_file(assigner, src, whole, chunk_rows=CHUNK, batch_rows=100, keep_columns=["id"])
     with pytest.raises(Interrupted):
-        score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_column="id",
+        score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_columns=["id"],
                    on_progress=_interrupt_after(300))
-    score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_column="id")
+    score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_columns=["id"])
     assert resumed.read_bytes() == whole.read_bytes()
     table = pq.read_table(whole)
     assert table.column_names == ["id", "label", "distance"] and table["id"].to_pylist() == ids
     np.testing.assert_array_equal(table["label"].to_numpy(), assigner.assign(x).labels)
-    score_file(assigner, src, tmp_path / "out.csv", keep_column="id")
+    score_file(assigner, src, tmp_path / "out.csv", keep_columns=["id"])
     assert pa.csv.read_csv(tmp_path / "out.csv")["id"].to_pylist() == ids
 
 
 def test_a_kept_column_needs_table_inputs_and_outputs(tmp_path, assigner, rows, digits_rows):
     src, _ = rows
     with pytest.raises(InputError, match="in.npy: has no columns to keep"):
-        score_file(assigner, src, tmp_path / "out.parquet", keep_column="id")
+        score_file(assigner, src, tmp_path / "out.parquet", keep_columns=["id"])
     parts = _parts_with_ids(tmp_path / "parts", digits_rows, list(range(len(digits_rows))))
     with pytest.raises(InputError, match="a kept column needs a .parquet or .csv output"):
-        score_file(assigner, parts, tmp_path / "out.npy", keep_column="id")
+        score_file(assigner, parts, tmp_path / "out.npy", keep_columns=["id"])
     with pytest.raises(InputError, match="kept column 'label': the output has a column of that name"):
-        score_file(assigner, parts, tmp_path / "out.parquet", keep_column="label")
+        score_file(assigner, parts, tmp_path / "out.parquet", keep_columns=["label"])
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
 
 
@@ -365,13 +365,13 @@ def test_kept_ids_are_copied_exactly_and_a_missing_one_is_refused(tmp_path, assi
     cols = {f"f{j}": x[:, j] for j in range(x.shape[1])}
     big = [1234567890123456789 + i for i in range(len(x))]  # not exact as float64: neighbours collide
     pq.write_table(pa.table({"id": pa.array(big, pa.int64()), **cols}), tmp_path / "big.parquet")
-    score_file(assigner, tmp_path / "big.parquet", tmp_path / "big-out.parquet", keep_column="id")
+    score_file(assigner, tmp_path / "big.parquet", tmp_path / "big-out.parquet", keep_columns=["id"])
     got = pq.read_table(tmp_path / "big-out.parquet")["id"]
     assert got.type == pa.int64() and got.to_pylist() == big
     # a pandas categorical column is dictionary-encoded: its values, not its codes, are kept
     names = pa.array([f"user{i % 7}" for i in range(len(x))]).dictionary_encode()
     pq.write_table(pa.table({"id": names, **cols}), tmp_path / "cat.parquet")
-    score_file(assigner, tmp_path / "cat.parquet", tmp_path / "cat-out.parquet", keep_column="id")
+    score_file(assigner, tmp_path / "cat.parquet", tmp_path / "cat-out.parquet", keep_columns=["id"])
     assert pq.read_table(tmp_path / "cat-out.parquet")["id"].to_pylist() == [f"user{i % 7}" for i in range(len(x))]
     holes = [pa.array([*big[:4], None, *big[5:]], pa.int64()),  # to_numpy would make it float64, the null NaN
              pa.array([*[f"user{i}" for i in range(4)], None, *[f"user{i}" for i in range(5, len(x))]])
@@ -379,7 +379,7 @@ def test_kept_ids_are_copied_exactly_and_a_missing_one_is_refused(tmp_path, assi
     for i, ids in enumerate(holes):
         pq.write_table(pa.table({"id": ids, **cols}), tmp_path / f"holes{i}.parquet")
         with pytest.raises(InputError, match="kept column 'id': row 4 has no value"):
-            score_file(assigner, tmp_path / f"holes{i}.parquet", tmp_path / "out.parquet", keep_column="id")
+            score_file(assigner, tmp_path / f"holes{i}.parquet", tmp_path / "out.parquet", keep_columns=["id"])
     assert not (tmp_path / "out.parquet").exists()
 
 
@@ -389,5 +389,34 @@ def test_a_csv_kept_column_is_copied_as_its_text(tmp_path, assigner, digits_rows
     header = "id," + ",".join(f"f{j}" for j in range(x.shape[1]))
     lines = [f"{i}," + ",".join(str(int(v)) for v in row) for i, row in zip(ids, x)]
     (tmp_path / "in.csv").write_text("\n".join([header, *lines]) + "\n")
-    score_file(assigner, tmp_path / "in.csv", tmp_path / "out.parquet", keep_column="id")
+    score_file(assigner, tmp_path / "in.csv", tmp_path / "out.parquet", keep_columns=["id"])
     assert pq.read_table(tmp_path / "out.parquet")["id"].to_pylist() == ids
+
+
+def test_several_kept_columns_come_first_in_their_order_and_survive_a_resume(tmp_path, assigner, digits_rows):
+    x = np.concatenate([digits_rows] * 3)
+    src = tmp_path / "parts"
+    src.mkdir()
+    cols = {f"f{j}": x[:, j] for j in range(x.shape[1])}
+    day = [f"2026-11-{1 + i % 28:02d}" for i in range(len(x))]
+    shop = np.arange(len(x)) % 13
+    table = pa.table({"shop": shop, **cols, "day": day})
+    for i, part in enumerate(np.array_split(np.arange(len(x)), 3)):
+        pq.write_table(table.take(part), src / f"part-{i}.parquet", row_group_size=70)
+    whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
+    score_file(assigner, src, whole, chunk_rows=CHUNK, keep_columns=["day", "shop"])
+    with pytest.raises(Interrupted):
+        score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_columns=["day", "shop"],
+                   on_progress=_interrupt_after(300))
+    score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_columns=["day", "shop"])
+    assert resumed.read_bytes() == whole.read_bytes()
+    got = pq.read_table(whole)
+    assert got.column_names == ["day", "shop", "label", "distance"] and got["day"].to_pylist() == day
+    assert got.schema.field("shop").type == pa.int64() and got["shop"].to_pylist() == shop.tolist()
+    np.testing.assert_array_equal(got["label"].to_numpy(), assigner.assign(x).labels)
+    score_file(assigner, src, tmp_path / "out.csv", keep_columns=["shop", "day"])
+    assert pa.csv.read_csv(tmp_path / "out.csv").column_names[:3] == ["shop", "day", "label"]
+    with pytest.raises(InputError, match="kept column 'day' given more than once"):
+        score_file(assigner, src, tmp_path / "twice.parquet", keep_columns=["day", "day"])
+    with pytest.raises(InputError, match="kept column 'soft_0': the output has a column of that name"):
+        score_file(assigner, src, tmp_path / "flat.csv", keep_columns=["soft_0"])
