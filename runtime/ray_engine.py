@@ -96,7 +96,7 @@ def assign_dataset(ds: "ray.data.Dataset", bundle_path: str | os.PathLike, *, so
         The ``keep_columns``, then the result columns, with the local engine's names and types:
         ``label`` int32, ``distance`` float32 and, when asked, ``soft`` and ``embedding`` as
         fixed-size float32 lists. With ``preserve_order`` row i of the result belongs to row i
-        of ``ds``. Bad data (NaN, wrong width, non-numeric columns)
+        of ``ds``. Bad data (NaN, wrong width, non-numeric columns, a kept column missing)
         raises :class:`~deepclust.runtime.InputError` inside Ray when the dataset runs.
 
     Examples
