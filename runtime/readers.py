@@ -45,7 +45,6 @@ class Reader:
     path: Path
     n_rows: int | None
     sample_shape: tuple[int, ...]
-    has_labels: bool = False
     kept_columns: tuple[str, ...] = ()  # table readers: columns carried beside the rows (ids)
 
     @property
@@ -468,7 +467,6 @@ class ParquetReader(Reader):
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns)
         self.label_column, self.kept_columns = label_column, tuple(kept_columns)
-        self.has_labels = label_column is not None
         self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
 
@@ -523,7 +521,6 @@ class CsvReader(Reader):
 
         self.path = path
         self._feature_names, self.label_column, self.kept_columns = feature_names, label_column, tuple(kept_columns)
-        self.has_labels = label_column is not None
         self._column_names = None
         schema = self._open().schema
         if _is_data_row(schema.names):

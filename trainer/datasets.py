@@ -332,10 +332,11 @@ def _load_tables(files: list[Path], name: str, label_column, ignore_columns, fea
             nulls = csv_nulls if f.name.lower().endswith((".csv", ".csv.gz")) else ()
             y = _complete_labels(np.concatenate(labels), f, label_column, nulls)
             if len(y):  # an empty part's label column has no values to have a kind
+                kind = _label_kind(y)
                 if first_labels is None:
-                    first_labels = (f, _label_kind(y))
-                elif _label_kind(y) != first_labels[1]:
-                    raise InputError(f"{f}: label column {label_column!r} holds {_label_kind(y)}, "
+                    first_labels = (f, kind)
+                elif kind != first_labels[1]:
+                    raise InputError(f"{f}: label column {label_column!r} holds {kind}, "
                                      f"{first_labels[0].name}'s holds {first_labels[1]}")
             ys.append(y)
     if not xs:
