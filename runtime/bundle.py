@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -301,7 +302,20 @@ def _warn_if_newer(manifest: Manifest) -> None:
         return
     if written_by and _version_tuple(written_by) > _version_tuple(mine):
         warnings.warn(f"bundle written by deepclust {written_by}, newer than this {mine}", UserWarning,
-                      stacklevel=3)
+                      stacklevel=_first_frame_outside_deepclust())
+
+
+_PACKAGE_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d) + os.sep
+                      for d in ("runtime", "trainer", "cli"))
+
+
+def _first_frame_outside_deepclust() -> int:
+    """The stacklevel that names the caller's line, however deep in deepclust the warning starts
+    (`Assigner.load`, `load_bundle`, the Ray engine): Python 3.12's `skip_file_prefixes`, by hand."""
+    level, frame = 2, sys._getframe(2)  # 1 is the function that warns
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIRS):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _version_tuple(v: str) -> tuple:

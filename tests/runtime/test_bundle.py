@@ -10,6 +10,8 @@ from deepclust.runtime.bundle import (CENTROIDS, ENCODER, FORMAT_VERSION, MANIFE
 from deepclust.runtime.errors import BundleError
 from deepclust.runtime.preprocessing import Preprocessing
 
+from ..conftest import write_manifest
+
 
 def test_reference_bundle_loads_with_matching_shapes(reference_bundle):
     b = load_bundle(reference_bundle)
@@ -147,3 +149,17 @@ def test_overwrite_replaces_only_a_bundle_or_an_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     write_bundle(tmp_path / "empty", _tiny_manifest(), files, overwrite=True)
     assert (tmp_path / "empty" / MANIFEST).is_file()
+
+
+def test_a_newer_bundles_warning_names_the_callers_line(bundle_copy):
+    from importlib.metadata import version
+
+    from deepclust.runtime.assigner import Assigner
+
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    m["versions"]["deepclust"] = "999.0"
+    write_manifest(bundle_copy, m)
+    for load in (load_bundle, Assigner.load):  # called directly, and from inside deepclust
+        with pytest.warns(UserWarning, match=f"newer than this {version('deepclust')}") as caught:
+            load(bundle_copy)
+        assert [w.filename for w in caught] == [__file__], load
