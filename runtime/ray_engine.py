@@ -161,7 +161,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     bundle = load_bundle(bundle_path)
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
     keep_columns = _checked_keep_columns(keep_columns)
-    chunks, total_rows = _plan_chunks(inputs, bundle, chunk_rows, keep_columns)
+    chunks, total_rows, kept_types = _plan_chunks(inputs, bundle, chunk_rows, keep_columns)
     if output_dir.exists() or output_dir.is_symlink():
         out = output_dir.resolve()
         if any(f == out or out in f.parents for f in (Path(p).resolve() for c in chunks for p in c["paths"])):
@@ -188,7 +188,7 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
             out = _assign(items, bundle, _ChunkScorer, source=str(output_dir), soft=soft, embeddings=embeddings,
                           batch_size=1, read_rows=batch_size, concurrency=concurrency, device=device,
                           precision=precision, threads_per_actor=threads_per_actor, preserve_order=True,
-                          chunk_rows=chunk_rows, keep_columns=keep_columns)
+                          chunk_rows=chunk_rows, keep_columns=keep_columns, kept_types=kept_types)
             try:
                 out.write_datasink(_ordered_parquet_sink(tmp, int(rows_per_file)))
             except Exception as e:
@@ -247,10 +247,11 @@ def result_schema(k: int, latent_dim: int, *, soft: bool = False, embeddings: bo
 # --- planning: one work item per Parquet row group ------------------------------------------
 
 def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int, keep_columns: Sequence[str] = ()
-                 ) -> tuple[list[dict], int]:
+                 ) -> tuple[list[dict], int, tuple]:
     """One work item per ``chunk_rows`` rows of the inputs taken as one sequence (the local
-    engine's chunks), naming only the files it overlaps; and the total row count. The inputs
-    are opened and checked as the local engine opens them; only Parquet is accepted."""
+    engine's chunks), naming only the files it overlaps; the total row count; and the kept
+    columns' types over all the files, which each item's reader must use. The inputs are
+    opened and checked as the local engine opens them; only Parquet is accepted."""
     spec = bundle.manifest.input
     reader = open_inputs(inputs, feature_names=spec.feature_names, kept=keep_columns)
     readers = getattr(reader, "readers", [reader])
@@ -271,7 +272,7 @@ def _plan_chunks(inputs, bundle: Bundle, chunk_rows: int, keep_columns: Sequence
         files = [i for i, r in enumerate(readers) if starts[i] < last and starts[i + 1] > first and r.n_rows]
         items.append({"paths": [str(readers[i].path) for i in files], "skip": first - int(starts[files[0]]),
                       "first_row": first, "rows": last - first})
-    return items, total
+    return items, total, reader.kept_types
 
 
 # --- scoring: one bundle per actor ----------------------------------------------------------
@@ -286,7 +287,8 @@ class _BundleScorer:
     """
 
     def __init__(self, bundle_files: dict, *, soft: bool, embeddings: bool, device: str, precision: str,
-                 threads: int, source: str, read_rows: int, chunk_rows: int, keep_columns: tuple[str, ...] = ()):
+                 threads: int, source: str, read_rows: int, chunk_rows: int, keep_columns: tuple[str, ...] = (),
+                 kept_types: tuple = ()):
         tmp = Path(tempfile.mkdtemp(prefix="deepclust-bundle-"))
         try:
             for name, data in bundle_files.items():
@@ -297,6 +299,7 @@ class _BundleScorer:
         m = self.assigner.manifest
         self.soft, self.embeddings, self.source = soft, embeddings, source
         self.read_rows, self.chunk_rows, self.keep_columns = read_rows, chunk_rows, keep_columns
+        self.kept_types = kept_types
         self.schema = result_schema(m.k, m.latent_dim, soft=soft, embeddings=embeddings)
 
     def _score(self, x: np.ndarray) -> "pa.Table":
@@ -358,14 +361,15 @@ class _ChunkScorer(_BundleScorer):
 
         feature_names = self.assigner.manifest.input.feature_names
         for item in items.to_pylist():
-            reader = open_inputs(item["paths"], feature_names=feature_names, kept=self.keep_columns)
+            reader = open_inputs(item["paths"], feature_names=feature_names, kept=self.keep_columns,
+                                 kept_types=self.kept_types)
             kept = _KeptRows(self.keep_columns)
             batches = _first_rows(reader.batches(self.read_rows, start_row=item["skip"]), item["rows"])
             for x in scoring_calls((kept.push(b) for b in batches), item["first_row"], self.assigner.batch_size,
                                    self.chunk_rows):
                 table = self._score(x)
                 for i, (name, values) in enumerate(zip(self.keep_columns, kept.take(len(x)))):
-                    table = table.add_column(i, name, pa.array(values))  # as the local engine writes them: first
+                    table = table.add_column(i, pa.field(name, values.type), values)  # first, as the local engine
                 yield table
 
 
@@ -431,7 +435,7 @@ def _result_table(result, schema: "pa.Schema") -> "pa.Table":
 
 def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch_size, concurrency, device,
             precision, threads_per_actor, preserve_order, read_rows: int = DEFAULT_BATCH_SIZE,
-            chunk_rows: int = DEFAULT_CHUNK_ROWS, keep_columns: tuple[str, ...] = ()):
+            chunk_rows: int = DEFAULT_CHUNK_ROWS, keep_columns: tuple[str, ...] = (), kept_types: tuple = ()):
     ray = _import_ray()
     choose_precision(bundle.manifest, precision)  # a bad or unavailable precision fails here, not in an actor
     if int(batch_size) < 1:
@@ -453,7 +457,8 @@ def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch
         scorer, batch_format="pyarrow", batch_size=int(batch_size), compute=compute,
         fn_constructor_kwargs=dict(bundle_files=files, soft=soft, embeddings=embeddings, device=device,
                                    precision=precision, threads=int(threads_per_actor), source=source,
-                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows), keep_columns=keep_columns),
+                                   read_rows=int(read_rows), chunk_rows=int(chunk_rows), keep_columns=keep_columns,
+                                   kept_types=kept_types),
         num_cpus=int(threads_per_actor), num_gpus=1 if device == "cuda" else None)
 
 

@@ -29,7 +29,7 @@ class Batch:
     start: int
     values: np.ndarray
     labels: np.ndarray | None = None
-    kept: tuple[np.ndarray, ...] = ()  # the values of the kept columns (ids), in their order
+    kept: tuple = ()  # the kept columns' (ids') values as pyarrow arrays, in their order and input types
 
     def rows(self, first: int, stop: int | None = None) -> "Batch":
         """Rows ``first`` to ``stop`` of this batch, every field cut alike."""
@@ -46,6 +46,7 @@ class Reader:
     n_rows: int | None
     sample_shape: tuple[int, ...]
     kept_columns: tuple[str, ...] = ()  # table readers: columns carried beside the rows (ids)
+    kept_types: tuple = ()  # their pyarrow types, the same in every file of one input (open_inputs)
 
     @property
     def n_values(self) -> int:
@@ -124,11 +125,14 @@ TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: Sequence[str] = ()) -> Reader:
+def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: Sequence[str] = (),
+                kept_types: Sequence | None = None) -> Reader:
     """One reader over ``inputs``: a file, a folder, or a list of them. A folder holds files of
     one format (read in name order; e.g. a Parquet data set) or PNG/JPEG images (recursively).
     ``kept`` names columns of table inputs, no features unless ``feature_names`` names them,
-    to be carried to the output (ids): batches hold their values as ``kept``."""
+    to be carried to the output (ids): batches hold their values as ``kept``, as pyarrow
+    arrays of one type per column over all the files (:func:`kept_column_types`), or of
+    ``kept_types`` when given (a part of a larger input, read by the Ray engine)."""
     kept = tuple(kept)
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     if not paths:
@@ -154,7 +158,47 @@ def open_inputs(inputs, *, feature_names: Sequence[str] | None = None, kept: Seq
             if not r.kept_columns:
                 raise InputError(f"{r.path}: has no columns to keep (a kept column is read from .parquet and .csv "
                                  "inputs)")
-    return readers[0] if len(readers) == 1 else MultiReader(readers)
+        types = tuple(kept_types) if kept_types is not None else kept_column_types(readers, kept)
+        for r in readers:
+            r.kept_types = types
+    reader = readers[0] if len(readers) == 1 else MultiReader(readers)
+    reader.kept_types = readers[0].kept_types
+    return reader
+
+
+def kept_column_types(readers: Sequence[Reader], names: Sequence[str]) -> tuple:
+    """One pyarrow type per kept column for all ``readers``: the files' own when they agree,
+    else the widest of integers of one sign, of strings or of binaries, a dictionary's values
+    (pandas writes the codes of a categorical in as few bits as each part needs). Ids are
+    copied exactly, so any other mix (int64 and double, numbers and text) is refused rather
+    than converted."""
+    import pyarrow as pa
+
+    unified = []
+    for i, name in enumerate(names):
+        own = {r.kept_types[i] for r in readers}
+        own = {t for t in own if not pa.types.is_null(t)} or own  # an all-null part: reported per row
+        if len(own) == 1:
+            unified.append(own.pop())
+            continue
+        seen: dict = {}  # each type, decoded, and the first file that has it
+        for r in readers:
+            t = r.kept_types[i]
+            seen.setdefault(t.value_type if pa.types.is_dictionary(t) else t, r.path)
+        types = [t for t in seen if not pa.types.is_null(t)]
+        if len(types) == 1:
+            unified.append(types[0])
+        elif all(pa.types.is_signed_integer(t) for t in types) or all(pa.types.is_unsigned_integer(t) for t in types):
+            unified.append(max(types, key=lambda t: t.bit_width))
+        elif all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types):
+            unified.append(pa.large_string())
+        elif all(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in types):
+            unified.append(pa.large_binary())
+        else:
+            found = ", ".join(f"{t} in {seen[t]}" for t in types[:3])
+            raise InputError(f"kept column {name!r} is {found}: ids are copied exactly, so give the column one type "
+                             "in every file")
+    return tuple(unified)
 
 
 def data_files(folder: Path) -> list[Path]:
@@ -423,10 +467,18 @@ def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
     return values
 
 
-def _table_to_batch(path, table, features, label_column, start, kept_columns=()) -> Batch:
+def _table_to_batch(path, table, features, label_column, start, kept_columns=(), kept_types=()) -> Batch:
     values = table_to_matrix(table, features)
     labels = column_values(table.column(label_column)) if label_column is not None else None
-    return Batch(start, values, labels, tuple(column_values(table.column(c)) for c in kept_columns))
+    return Batch(start, values, labels, tuple(_kept_values(table.column(c), t) for c, t in zip(kept_columns, kept_types)))
+
+
+def _kept_values(column, kept_type):
+    """A kept column's values as one pyarrow array of the input's ``kept_type``: ids pass
+    through untouched (binary keys keep their NUL bytes, time stamps their zone, decimals their
+    scale), which a trip through numpy would not do."""
+    values = column.combine_chunks()
+    return values if values.type == kept_type else values.cast(kept_type)
 
 
 def column_values(column) -> np.ndarray:
@@ -467,6 +519,7 @@ class ParquetReader(Reader):
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns)
         self.label_column, self.kept_columns = label_column, tuple(kept_columns)
+        self.kept_types = tuple(schema.field(c).type for c in self.kept_columns)
         self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
 
@@ -502,7 +555,7 @@ class ParquetReader(Reader):
                         if rb.num_rows == 0:
                             continue
                     yield _table_to_batch(self.path, pa.Table.from_batches([rb]), self.features,
-                                          self.label_column, start, self.kept_columns)
+                                          self.label_column, start, self.kept_columns, self.kept_types)
                     start += rb.num_rows
             except InputError:
                 raise
@@ -537,6 +590,7 @@ class CsvReader(Reader):
                 # A label or an id is text: as a number, "00123" would lose its zeros, and a
                 # word after the first block would fail a column inferred as numbers.
                 self._types[c] = pa.string()
+        self.kept_types = tuple(self._types.get(c, schema.types[schema.names.index(c)]) for c in self.kept_columns)
         self.n_rows = None
         self.sample_shape = (len(self.features),)
 
@@ -567,7 +621,8 @@ class CsvReader(Reader):
                 rb, start = rb.slice(skip), start + skip
             for off in range(0, rb.num_rows, batch_rows):
                 part = pa.Table.from_batches([rb.slice(off, batch_rows)])
-                yield _table_to_batch(self.path, part, self.features, self.label_column, start, self.kept_columns)
+                yield _table_to_batch(self.path, part, self.features, self.label_column, start, self.kept_columns,
+                                      self.kept_types)
                 start += part.num_rows
 
 

@@ -42,8 +42,9 @@ from .writers import ResultWriter
 log = logging.getLogger("deepclust")
 
 DEFAULT_CHUNK_ROWS = 65_536
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: kept columns saved as Arrow, not numpy
 _FIELDS = ("labels", "distances", "soft", "embeddings")  # then kept_0, kept_1, ...: the kept columns
+_KEPT = "kept"  # a chunk's kept columns: one Arrow IPC stream, stored as bytes
 
 
 @dataclass
@@ -144,29 +145,25 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
 
 
 class _KeptRows:
-    """The kept columns' values of rows read but not yet scored: reading runs ahead of the
-    encoder calls, which take rows in order. Values become plain numpy arrays (strings as
-    fixed-width unicode), so that chunks save without pickles."""
+    """The kept columns' values (pyarrow arrays) of rows read but not yet scored: reading runs
+    ahead of the encoder calls, which take rows in order."""
 
     def __init__(self, columns: Sequence[str]):
         self.columns, self.parts, self.first = tuple(columns), [], 0
 
     def push(self, batch) -> np.ndarray:
         if self.columns:
-            part = []
             for name, values in zip(self.columns, batch.kept):
-                values = np.asarray(values)
-                if values.dtype == object:
-                    missing = [i for i, v in enumerate(values.tolist()) if v is None]
-                    if missing:
-                        raise InputError(f"kept column {name!r}: row {batch.start + missing[0]} has no value")
-                    values = values.astype(str)
-                part.append(values.copy())
-            self.parts.append(part)
+                if values.null_count:
+                    row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise InputError(f"kept column {name!r}: row {batch.start + row} has no value")
+            self.parts.append(batch.kept)
         return batch.values
 
-    def take(self, n: int) -> tuple[np.ndarray, ...]:
-        """The next ``n`` rows' values, one array per kept column."""
+    def take(self, n: int) -> tuple:
+        """The next ``n`` rows' values, one pyarrow array per kept column."""
+        import pyarrow as pa
+
         if not self.columns:
             return ()
         taken = []
@@ -178,7 +175,7 @@ class _KeptRows:
             if self.first == len(self.parts[0][0]):
                 self.parts.pop(0)
                 self.first = 0
-        return tuple(np.concatenate(column) for column in zip(*taken))
+        return tuple(pa.concat_arrays(column) for column in zip(*taken))
 
 
 def aligned_chunk_rows(chunk_rows: int, call_rows: int) -> int:
@@ -273,8 +270,11 @@ class _JobFolder:
         return n
 
     def save_chunk(self, i: int, parts: list) -> None:
-        arrays = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self.fields)
+        n = len(_FIELDS)
+        arrays = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self.fields[:n])
                   if parts[0][j] is not None}
+        if len(self.fields) > n:
+            arrays[_KEPT] = _arrow_bytes(self.fields[n:], [[p[j] for p in parts] for j in range(n, len(self.fields))])
         tmp = self.path / f".chunk-{i:07d}.tmp.npz"
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -283,12 +283,33 @@ class _JobFolder:
         os.replace(tmp, self._chunk(i))
 
     def chunks(self):
+        n = len(_FIELDS)
         for i in range(self.completed_chunks()):
             with np.load(self._chunk(i), allow_pickle=False) as z:
-                yield tuple(z[name] if name in z.files else None for name in self.fields)
+                kept = _arrow_columns(z[_KEPT]) if len(self.fields) > n else ()
+                yield tuple(z[name] if name in z.files else None for name in self.fields[:n]) + kept
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _arrow_bytes(names: Sequence[str], columns: Sequence[Sequence]) -> np.ndarray:
+    """Kept columns as an Arrow IPC stream in a uint8 array: saved in a chunk's .npz, the
+    values keep their exact types (no pickles, and no numpy strings, which drop NUL bytes)."""
+    import pyarrow as pa
+
+    table = pa.table([pa.concat_arrays(list(c)) for c in columns], names=list(names))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return np.frombuffer(sink.getvalue(), dtype=np.uint8)
+
+
+def _arrow_columns(data: np.ndarray) -> tuple:
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(pa.py_buffer(data.tobytes())).read_all()
+    return tuple(c.combine_chunks() for c in table.columns)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

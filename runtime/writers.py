@@ -134,7 +134,7 @@ class _ParquetSink:
 
     def write(self, labels, distances, soft, embeddings, kept=()):
         pa = self.pa
-        ids = [pa.array(k) for k in kept]
+        ids = [k if isinstance(k, pa.Array) else pa.array(k) for k in kept]
         arrays = [*ids, pa.array(labels), pa.array(distances)]
         if self.writer is None:  # the kept columns' types are the input's, known from the first rows
             self._open(pa.schema([*(pa.field(name, a.type) for name, a in zip(self.w.kept, ids)), *self.fields]))
@@ -162,6 +162,7 @@ class _CsvSink:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
+        kept = [_as_text(name, values) for name, values in zip(self.w.kept, kept)]
         table = pa.table(_columns(self.w, labels, distances, soft, embeddings, kept, flat=True))
         if self.writer is None:
             self.writer = pcsv.CSVWriter(self.w.tmp, table.schema)
@@ -179,6 +180,25 @@ class _CsvSink:
         else:
             self.writer.close()
             self.writer = None
+
+
+def _as_text(name: str, values):
+    """A kept column as a CSV can hold it: a categorical's values, and bytes only if they are
+    text (a raw UUID is not: a .parquet output keeps it as it is)."""
+    import pyarrow as pa
+
+    if not isinstance(values, pa.Array):
+        return values
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type) \
+            or pa.types.is_fixed_size_binary(values.type):
+        try:
+            values = values.cast(pa.large_string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(f"kept column {name!r} holds bytes that are not text, which a CSV cannot hold: "
+                             "write a .parquet output") from None
+    return values
 
 
 class _NpySink:

@@ -142,6 +142,21 @@ def test_a_kept_column_crosses_chunks_and_files_as_on_the_local_engine(tmp_path,
     assert got.equals(expected) and got["id"].to_pylist() == [f"r{r}" for r in range(len(x))]
 
 
+def test_kept_ids_of_parts_at_other_widths_and_with_nul_bytes_match_the_local_engine(tmp_path, reference_bundle,
+                                                                                       rows):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, (t, part) in enumerate(zip((pa.int32(), pa.int64()), np.array_split(np.arange(len(rows)), 2))):
+        pq.write_table(pa.table({"id": pa.array(part, t), "key": pa.array([b"k" + b"\0" * (r % 3) for r in part]),
+                                 **{c: rows[part, j] for j, c in enumerate(COLUMNS)}}), src / f"part-{i}.parquet")
+    local, remote = tmp_path / "local.parquet", tmp_path / "ray_out"
+    score_file(Assigner.load(reference_bundle, device="cpu"), src, local, chunk_rows=256, keep_columns=["id", "key"])
+    score_parquet_with_ray(reference_bundle, src, remote, concurrency=2, chunk_rows=256, keep_columns=["id", "key"])
+    expected, got = pq.read_table(local), pq.read_table(remote)
+    assert got.equals(expected) and got.schema.field("id").type == pa.int64()
+    assert got["key"].to_pylist() == [b"k" + b"\0" * (r % 3) for r in range(len(rows))]
+
+
 def test_assign_dataset_passes_kept_columns_through_first_and_scores_only_the_rest(reference_bundle, rows):
     # the reference bundle reads every column as a feature: the ids must not become features
     expected = Assigner.load(reference_bundle, device="cpu").assign(rows)

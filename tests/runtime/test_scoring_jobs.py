@@ -383,6 +383,70 @@ def test_kept_ids_are_copied_exactly_and_a_missing_one_is_refused(tmp_path, assi
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_kept_ids_keep_their_type_and_bytes_through_a_resume(tmp_path, assigner, digits_rows):
+    import datetime
+    import decimal
+    import uuid
+
+    x = np.concatenate([digits_rows[:200]] * 2)
+    n = len(x)
+    rng = np.random.default_rng(0)
+    ids = {  # what a trip through numpy changed: NUL bytes cut, bytes decoded, zones and scales dropped
+        "key": pa.array([b"x" + b"\0" * (i % 3) if i % 2 else b"\0" + str(i).encode() for i in range(n)], pa.binary()),
+        "uuid": pa.array([uuid.UUID(bytes=rng.bytes(16)).bytes for _ in range(n)], pa.binary(16)),
+        "price": pa.array([decimal.Decimal(i) / 100 for i in range(n)], pa.decimal128(12, 2)),
+        "at": pa.array([datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(hours=i)
+                        for i in range(n)], pa.timestamp("ms", tz="Europe/Paris")),
+    }
+    table = pa.table({**ids, **{f"f{j}": x[:, j] for j in range(x.shape[1])}})
+    src = tmp_path / "parts"
+    src.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(n), 3)):
+        pq.write_table(table.take(part), src / f"part-{i}.parquet", row_group_size=70)
+    whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
+    score_file(assigner, src, whole, chunk_rows=CHUNK, keep_columns=list(ids))
+    with pytest.raises(Interrupted):
+        score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_columns=list(ids),
+                   on_progress=_interrupt_after(300))
+    score_file(assigner, src, resumed, chunk_rows=CHUNK, batch_rows=30, keep_columns=list(ids))
+    assert resumed.read_bytes() == whole.read_bytes()
+    got = pq.read_table(whole)
+    for name, values in ids.items():
+        assert got[name].combine_chunks().equals(values), name  # type and every byte
+    src = tmp_path / "ids.parquet"  # the same rows, every id kept: a CSV holds text
+    pq.write_table(table, src)
+    with pytest.raises(InputError, match="kept column 'uuid' holds bytes that are not text"):
+        score_file(assigner, src, tmp_path / "out.csv", keep_columns=list(ids))
+    pq.write_table(table.drop_columns(["uuid"]), src)
+    score_file(assigner, src, tmp_path / "out.csv", keep_columns=["price", "key", "at"])
+    assert pa.csv.read_csv(tmp_path / "out.csv", convert_options=pa.csv.ConvertOptions(
+        column_types={"price": pa.string()}))["price"].to_pylist()[:3] == ["0.00", "0.01", "0.02"]
+
+
+def test_parts_storing_an_id_at_other_widths_give_one_type_and_other_kinds_are_refused(tmp_path, assigner,
+                                                                                       digits_rows):
+    x = digits_rows[:300]
+    cols = {f"f{j}": x[:, j] for j in range(x.shape[1])}
+    src = tmp_path / "parts"
+    src.mkdir()
+    big = 1 << 40  # beyond int32: the wider part decides the column's type
+    for i, (t, first) in enumerate([(pa.int32(), 0), (pa.int64(), big)]):
+        rows = slice(150 * i, 150 * (i + 1))
+        pq.write_table(pa.table({"id": pa.array(range(first, first + 150), t), **{c: v[rows] for c, v in cols.items()}}),
+                       src / f"part-{i}.parquet")
+    outs = []
+    for chunk_rows in (64, 1024):  # one chunk inside the first part, or one across both
+        out = tmp_path / f"out-{chunk_rows}.parquet"
+        score_file(assigner, src, out, chunk_rows=chunk_rows, keep_columns=["id"])
+        outs.append(pq.read_table(out))
+    assert outs[0].equals(outs[1]) and outs[0].schema.field("id").type == pa.int64()
+    assert outs[0]["id"].to_pylist() == [*range(150), *range(big, big + 150)]
+    pq.write_table(pa.table({"id": pa.array(np.arange(150.0)), **{c: v[:150] for c, v in cols.items()}}),
+                   src / "part-2.parquet")  # float64 ids beside int64 ones: no exact common type
+    with pytest.raises(InputError, match=r"kept column 'id' is int32 in .*part-0.parquet, int64 in .*part-1.parquet, double in "):
+        score_file(assigner, src, tmp_path / "mixed.parquet", keep_columns=["id"])
+
+
 def test_a_csv_kept_column_is_copied_as_its_text(tmp_path, assigner, digits_rows):
     x = digits_rows[:50]
     ids = [f"{i:05d}" for i in range(len(x))]  # as numbers, "00007" would become 7
