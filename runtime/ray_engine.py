@@ -33,7 +33,8 @@ from .assigner import Assigner, choose_precision
 from .bundle import MANIFEST, Bundle, load_bundle
 from .errors import DeepclustError, InputError
 from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
-from .scoring import DEFAULT_CHUNK_ROWS, ScoringReport, _KeptRows, aligned_chunk_rows, scoring_calls
+from .scoring import (DEFAULT_CHUNK_ROWS, ScoringReport, _KeptRows, aligned_chunk_rows, lock_work_dir, scoring_calls,
+                      work_dir_for)
 from .writers import check_kept_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,9 +141,10 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     calls), so the output is bit-identical to ``deepclust assign``'s and error messages name
     the file and row; only results pass through Ray's object store.
 
-    The results (the columns of :func:`assign_dataset`) go to a hidden folder beside
-    ``output_dir``, one file per Ray write task named ``part-NNNNNNNN.parquet`` in row order,
-    so ``pyarrow.parquet.read_table(output_dir)`` or any reader taking the files in name order
+    The results (the columns of :func:`assign_dataset`) go to the output's hidden work folder
+    (the local engine's, locked: one job writes an output at a time, on either engine), one
+    file per Ray write task named ``part-NNNNNNNN.parquet`` in row order, so
+    ``pyarrow.parquet.read_table(output_dir)`` or any reader taking the files in name order
     gets row i of the output for row i of the input. Each write task gets at least
     ``rows_per_file`` rows (Ray may give it more). The folder is renamed to ``output_dir``
     only when every row is written; on any error it is removed. An existing ``output_dir``
@@ -162,24 +164,15 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
     keep_columns = _checked_keep_columns(keep_columns)
     chunks, total_rows, kept_types = _plan_chunks(inputs, bundle, chunk_rows, keep_columns)
-    if output_dir.exists() or output_dir.is_symlink():
-        out = output_dir.resolve()
-        if any(f == out or out in f.parents for f in (Path(p).resolve() for c in chunks for p in c["paths"])):
-            raise InputError(f"{output_dir}: holds the inputs; write the results elsewhere")
-        if not overwrite:
-            raise InputError(f"{output_dir}: already exists (pass --overwrite to replace it)")
-        if not _is_replaceable_output(output_dir):
-            raise InputError(f"{output_dir}: not an output of this engine; --overwrite replaces only a folder of "
-                             "part-*.parquet files or an empty folder: remove it yourself or write elsewhere")
-    if not output_dir.parent.exists():
-        raise InputError(f"{output_dir.parent}: output folder does not exist")
-
-    ray = _import_ray()
-    init_ray(num_cpus=num_cpus)
-    tmp = output_dir.with_name(f".{output_dir.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
+    work = work_dir_for(output_dir)
+    lock = lock_work_dir(work)  # a second job on this output, on either engine, is refused from here on
     try:
+        _check_output(output_dir, chunks, overwrite)
+        ray = _import_ray()
+        init_ray(num_cpus=num_cpus)
+        tmp = work / "partial"
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed job's
+        t0 = time.perf_counter()
         tmp.mkdir()
         with _quiet_ray_data():
             items = ray.data.from_items(chunks, override_num_blocks=len(chunks))
@@ -192,18 +185,34 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
             try:
                 out.write_datasink(_ordered_parquet_sink(tmp, int(rows_per_file)))
             except Exception as e:
-                cause = _find_cause(e)
-                if cause is None:
-                    raise
-                raise type(cause)(str(cause).strip().splitlines()[0]) from e
+                raise _one_line(e) from e
         written = sum(_parquet_rows(f) for f in tmp.glob("part-*.parquet"))
         if written != total_rows:
             raise DeepclustError(f"{output_dir}: wrote {written} of {total_rows} rows")
         _replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        lock.close()
     return ScoringReport(rows=written, seconds=time.perf_counter() - t0, output=output_dir)
+
+
+def _check_output(output_dir: Path, chunks: list[dict], overwrite: bool) -> None:
+    """Refuse an output folder that would replace the inputs, the user's data, or a file of
+    another format (checked under the output's lock, so a job that finished meanwhile counts)."""
+    if output_dir.suffix.lower() in (".csv", ".npy"):
+        raise InputError(f"{output_dir}: the Ray engine writes a folder of Parquet files; give the output a name "
+                         f"without {output_dir.suffix}")
+    if output_dir.exists() or output_dir.is_symlink():
+        out = output_dir.resolve()
+        if any(f == out or out in f.parents for f in (Path(p).resolve() for c in chunks for p in c["paths"])):
+            raise InputError(f"{output_dir}: holds the inputs; write the results elsewhere")
+        if not overwrite:
+            raise InputError(f"{output_dir}: already exists (pass --overwrite to replace it)")
+        if not _is_replaceable_output(output_dir):
+            raise InputError(f"{output_dir}: not an output of this engine; --overwrite replaces only a folder of "
+                             "part-*.parquet files or an empty folder: remove it yourself or write elsewhere")
+    if not output_dir.parent.exists():
+        raise InputError(f"{output_dir.parent}: output folder does not exist")
 
 
 def init_ray(num_cpus: int | None = None) -> bool:
@@ -539,6 +548,20 @@ def _import_ray():
     except ImportError as e:
         raise DeepclustError(RAY_MISSING) from e
     return ray
+
+
+def _one_line(e: BaseException) -> BaseException:
+    """A failed Ray job's error as one line: the DeepclustError behind it (a bad row, named by
+    file and row), else what the task raised, by its type and first line. Ray's own form is a
+    traceback of the worker with terminal colours; ``--debug`` still shows the chain."""
+    cause = _find_cause(e)
+    if cause is not None:
+        return type(cause)(str(cause).strip().splitlines()[0])
+    inner = e
+    while getattr(inner, "cause", None) is not None:  # RayTaskError and kin keep what the task raised
+        inner = inner.cause
+    text = (str(inner).strip().splitlines() or [""])[0]
+    return DeepclustError(f"{type(inner).__name__} in a Ray task: {text}")
 
 
 def _find_cause(e: BaseException) -> DeepclustError | None:

@@ -74,6 +74,24 @@ def work_dir_for(output: str | os.PathLike) -> Path:
     return output.with_name(f".{output.name}.deepclust-job")
 
 
+def lock_work_dir(path: Path):
+    """Create an output's work folder (:func:`work_dir_for`) and lock it: one job writes an
+    output at a time, on either engine, and what a killed job left there is the next one's to
+    remove. Returns the open lock file; closing it releases the lock."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: a file is where this output's work folder goes; remove it")
+    path.mkdir(exist_ok=True)
+    lock = open(path / "lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        lock.close()
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise InputError(f"{path}: another deepclust assign is writing this output now") from None
+        raise
+    return lock
+
+
 def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os.PathLike],
                output_path: str | os.PathLike, *, soft: bool = False, embeddings: bool = False,
                overwrite: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -233,15 +251,7 @@ class _JobFolder:
 
     def __enter__(self) -> "_JobFolder":
         # Lock first: what is in the folder may belong to a run still writing it.
-        self.path.mkdir(exist_ok=True)
-        self._lock = open(self.path / "lock", "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            self._lock.close()
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise InputError(f"{self.path}: another deepclust assign is writing this output now") from None
-            raise
+        self._lock = lock_work_dir(self.path)
         spec = self.path / "job.json"
         same, left = False, [p for p in self.path.iterdir() if p.name != "lock"]
         try:

@@ -104,6 +104,43 @@ def test_existing_output_and_non_parquet_inputs_are_refused_before_any_work(tmp_
         score_parquet_with_ray(reference_bundle, tmp_path / "narrow.parquet", tmp_path / "out3")
 
 
+def test_one_job_writes_an_output_at_a_time_and_a_killed_ones_leftovers_go(tmp_path, reference_bundle, rows):
+    from deepclust.runtime.scoring import lock_work_dir, work_dir_for
+
+    src = _write_parts(tmp_path / "in", rows)
+    out = tmp_path / "out.parquet"  # a folder on the Ray engine, a file on the local one
+    held = lock_work_dir(work_dir_for(out))  # a job on either engine, writing this output now
+    with pytest.raises(InputError, match="another deepclust assign is writing this output now"):
+        score_parquet_with_ray(reference_bundle, src, out)
+    with pytest.raises(InputError, match="another deepclust assign is writing this output now"):
+        score_file(Assigner.load(reference_bundle), src, out, keep_columns=())
+    held.close()  # as if it was killed: its lock is released, its partial results stay
+    (work_dir_for(out) / "partial").mkdir()
+    (work_dir_for(out) / "partial" / "part-00000000.parquet").write_bytes(b"half")
+    score_parquet_with_ray(reference_bundle, src, out)
+    assert pq.read_table(out).num_rows == len(rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.parquet"]  # no hidden work folder left
+    with pytest.raises(InputError, match="out.csv: the Ray engine writes a folder of Parquet files"):
+        score_parquet_with_ray(reference_bundle, src, tmp_path / "out.csv")
+
+
+def test_an_error_a_ray_task_raises_is_one_line():
+    from ray.exceptions import RayTaskError
+
+    from deepclust.runtime.errors import DeepclustError
+    from deepclust.runtime.ray_engine import _one_line
+
+    try:
+        raise ValueError("setting an array element with a sequence.\nmore detail")
+    except ValueError as e:
+        wrapped = RayTaskError("MapBatches(_ChunkScorer)", "Traceback ...\n  lots of lines", e).as_instanceof_cause()
+    err = _one_line(wrapped)
+    assert isinstance(err, DeepclustError)
+    assert str(err) == "ValueError in a Ray task: setting an array element with a sequence."
+    bad_row = InputError("part-2.parquet: row 110 holds NaN\n(traceback)")
+    assert str(_one_line(RayTaskError("f", "tb", bad_row).as_instanceof_cause())) == "part-2.parquet: row 110 holds NaN"
+
+
 def test_cli_engine_ray_writes_what_the_local_engine_writes(tmp_path, reference_bundle, rows):
     src = _write_parts(tmp_path / "in", rows, files=2)
     runner = CliRunner()
