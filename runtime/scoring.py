@@ -2,7 +2,7 @@
 
 The job cuts the input into chunks of ``chunk_rows`` rows. Each finished chunk's results are
 saved (atomically) in a hidden work folder beside the output, ``.OUTPUT.deepclust-job/``,
-together with a fingerprint of the job (inputs' sizes and mtimes, bundle, options). When every
+together with a fingerprint of the job (inputs' sizes, mtimes and sampled bytes, bundle, options). When every
 chunk is done the output is assembled from the chunks, in order, into a temporary file that is
 renamed into place. So:
 

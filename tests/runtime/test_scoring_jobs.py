@@ -117,6 +117,24 @@ def test_a_changed_input_is_not_resumed(tmp_path, assigner, rows):
     np.testing.assert_array_equal(np.load(out)["label"], assigner.assign(x[::-1]).labels)
 
 
+@pytest.mark.parametrize("copies", [1, 10])  # under and over the bytes the fingerprint samples
+def test_an_input_rewritten_with_its_old_size_and_mtime_is_not_resumed(tmp_path, assigner, rows, copies):
+    src, x = rows
+    x = np.concatenate([x] * copies)
+    np.save(src, x)
+    out = tmp_path / "out.npy"
+    with pytest.raises(Interrupted):
+        score_file(assigner, src, out, chunk_rows=CHUNK, on_progress=_interrupt_after(300))
+    st = os.stat(src)
+    y = np.concatenate([x[:len(x) // 2], x[len(x) // 2:][::-1]])  # other rows after the ones scored
+    np.save(src, y)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))  # as rsync -a, tar or touch -r leave it
+    assert os.stat(src).st_size == st.st_size
+    report = score_file(assigner, src, out, chunk_rows=CHUNK)
+    assert report.resumed_rows == 0
+    np.testing.assert_array_equal(np.load(out)["label"], assigner.assign(y).labels)
+
+
 def test_no_resume_starts_afresh(tmp_path, assigner, rows):
     src, _ = rows
     out = tmp_path / "out.npy"
