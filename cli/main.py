@@ -192,7 +192,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 # Modules of the `train` extra: a scoring-only install lacks them.
-_TRAIN_EXTRA = ("torch", "sklearn", "scipy", "umap", "onnx", "onnxscript", "numba", "pynndescent")
+_TRAIN_EXTRA = ("torch", "sklearn", "scipy", "umap", "onnx", "onnxscript", "numba", "pynndescent", "joblib",
+                "threadpoolctl")
 
 
 def _install_hint(e: ImportError) -> str:
@@ -514,7 +515,6 @@ def assign(
 
     from deepclust.runtime import Assigner, score_file
 
-    _refuse_existing(output, overwrite, "output")
     if engine is Engine.ray:
         from deepclust.runtime.ray_engine import score_parquet_with_ray
 
@@ -530,9 +530,13 @@ def assign(
                                 batch_rows=batch_size, chunk_rows=chunk_rows, resume=resume,
                                 keep_columns=keep_column or (),
                                 on_progress=lambda done, total: progress.update(task, completed=done, total=total))
-    resumed = f" (resumed after {report.resumed_rows})" if getattr(report, "resumed_rows", 0) else ""
-    out.print(f"scored {report.rows} rows{resumed} in {report.seconds:.2f}s ({report.rows_per_second:,.0f} rows/s) "
-              f"-> {report.output}", highlight=False)
+    resumed = getattr(report, "resumed_rows", 0)
+    if resumed == report.rows:  # every chunk was scored before: this run only assembled the output
+        speed = "all resumed"
+    else:
+        speed = f"{report.rows_per_second:,.0f} rows/s" + (f", resumed after {resumed}" if resumed else "")
+    out.print(f"scored {report.rows} rows in {report.seconds:.2f}s ({speed}) -> {report.output}", highlight=False,
+              soft_wrap=True)
 
 
 @app.command()

@@ -155,9 +155,12 @@ def score_file(assigner: Assigner, inputs: str | os.PathLike | Sequence[str | os
         writer = ResultWriter(output, k=manifest.k, latent_dim=manifest.latent_dim, soft=soft,
                               embeddings=embeddings, overwrite=overwrite, temp_path=work / f"output{output.suffix}",
                               kept=keep_columns)
-        with writer:
-            for arrays in folder.chunks():
-                writer.write(*arrays[:len(_FIELDS)], kept=arrays[len(_FIELDS):])
+        try:
+            with writer:
+                for arrays in folder.chunks():
+                    writer.write(*arrays[:len(_FIELDS)], kept=arrays[len(_FIELDS):])
+        except KeyboardInterrupt:  # every chunk is kept: a rerun only assembles
+            raise Interrupted(output, row, reader.n_rows) from None
         folder.discard()
     return ScoringReport(rows=writer.rows, seconds=time.perf_counter() - t0, output=output, resumed_rows=start)
 

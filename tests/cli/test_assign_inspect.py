@@ -302,3 +302,45 @@ def test_a_bundle_from_a_newer_deepclust_draws_a_one_line_warning(bundle_copy):
     warning = [line for line in r.output.splitlines() if "written by" in line]
     assert warning == ["warning: bundle written by deepclust 999.0, newer than this " + version("deepclust")]
     assert "UserWarning" not in r.output and "warnings.warn" not in r.output
+
+
+def test_ctrl_c_while_assembling_keeps_the_chunks_and_the_rerun_says_it_only_assembled(tmp_path, reference_bundle,
+                                                                                      digits_rows, monkeypatch):
+    import re
+
+    from deepclust.runtime.writers import ResultWriter
+
+    np.save(tmp_path / "in.npy", digits_rows)
+    target = tmp_path / ("a_long_folder_name_" * 4) / "labels_2026_12_01.parquet"  # over 80 columns
+    target.parent.mkdir()
+    args = ("assign", reference_bundle, tmp_path / "in.npy", "-o", target, "-q")
+    real_write = ResultWriter.write
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultWriter, "write", ctrl_c)
+    r = run(*args)
+    n = len(digits_rows)
+    assert r.exit_code == 130 and f"interrupted after {n} of {n} rows; run the same command again to resume" in r.output
+    monkeypatch.setattr(ResultWriter, "write", real_write)
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    # one line, however long the path (stdout is a pipe here, where rich would wrap at 80 columns)
+    assert re.fullmatch(rf"scored {n} rows in [\d.]+s \(all resumed\) -> {re.escape(str(target))}", r.output.strip())
+    np.testing.assert_array_equal(pq.read_table(target)["label"].to_numpy(),
+                                  Assigner.load(reference_bundle).assign(digits_rows).labels)
+
+
+def test_a_folder_where_the_output_file_goes_is_named_as_a_folder(tmp_path, reference_bundle, digits_rows):
+    np.save(tmp_path / "in.npy", digits_rows)
+    (tmp_path / "out.parquet").mkdir()  # not "pass --overwrite", which would then fail for the same folder
+    _one_line_error(run("assign", reference_bundle, tmp_path / "in.npy", "-o", tmp_path / "out.parquet", "-q"),
+                    "out.parquet: is a folder; the output is one .parquet file")
+
+
+@pytest.mark.parametrize("module", ["joblib", "threadpoolctl", "torch.nn"])
+def test_a_missing_module_of_the_train_extra_names_the_extra(module):
+    from deepclust.cli.main import _install_hint
+
+    assert "pip install 'deepclust[train]'" in _install_hint(ImportError("no module", name=module))

@@ -502,3 +502,12 @@ def test_several_kept_columns_come_first_in_their_order_and_survive_a_resume(tmp
         score_file(assigner, src, tmp_path / "twice.parquet", keep_columns=["day", "day"])
     with pytest.raises(InputError, match="kept column 'soft_0': the output has a column of that name"):
         score_file(assigner, src, tmp_path / "flat.csv", keep_columns=["soft_0"])
+
+
+def test_a_file_where_the_work_folder_goes_is_named(tmp_path, assigner, rows):
+    src, _ = rows
+    out = tmp_path / "out.npy"
+    work_dir_for(out).write_text("not ours")
+    with pytest.raises(InputError, match=r"\.out\.npy\.deepclust-job: a file is where this output's work folder goes"):
+        score_file(assigner, src, out)
+    assert work_dir_for(out).read_text() == "not ours" and not out.exists()
