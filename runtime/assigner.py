@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .bundle import (ENCODER, GAUSSIAN_MIXTURE, GMM_PRECISIONS_CHOLESKY, GMM_WEIGHTS, NEAREST_CENTROID,
-                     PIPELINE, PIPELINE_INT8, Bundle, Manifest, load_bundle)
+                     PIPELINE, PIPELINE_INT8, Bundle, Manifest, check_graph, load_bundle)
 from .errors import InputError
 from .gaussian_mixture import GaussianMixtureRule
 from .readers import check_finite
@@ -103,6 +103,7 @@ class Assigner:
         self.fused = m.assignment == NEAREST_CENTROID and pipeline in m.files
         model = bundle.path / (pipeline if self.fused else ENCODER)
         self.session = create_session(model, device=device, threads=threads)
+        check_graph(self.session, model, m, fused=self.fused)
         self._input_name = self.session.get_inputs()[0].name
         # IO binding lets a CUDA session write straight into bound buffers; on CPU it only
         # adds work, but it can be forced there to test the same code path.
@@ -118,7 +119,8 @@ class Assigner:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kwargs) -> "Assigner":
-        """Load and verify the bundle at ``path`` (checksums, format version) and build the session."""
+        """Load and verify the bundle at ``path`` (checksums, format version, fields) and build the
+        session, its graph checked against the manifest."""
         return cls(load_bundle(path), **kwargs)
 
     @property

@@ -8,8 +8,9 @@ A bundle is a folder of data only (no pickles, no class names to import)::
     centroids.npy   float32 (k, latent_dim)
     ...             optional files named in the manifest (e.g. GMM parameters)
 
-Loading verifies the format version and every checksum, and refuses a bundle that does not
-match with a message naming the file and the reason.
+Loading verifies the format version, the manifest's fields and every checksum, and refuses a
+bundle that does not match with a message naming the file and the reason; :func:`check_graph`
+checks an ONNX graph's inputs and outputs against the manifest when its session is made.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -33,7 +35,8 @@ from .preprocessing import Preprocessing
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # The manifest's checksum of its own other fields: an edited preprocessing scale or k would
-# change every result as silently as an altered encoder. Bundles written before it lack it.
+# change every result as silently as an altered encoder. Required: a manifest without it could
+# be edited at will.
 MANIFEST_SHA256 = "manifest_sha256"
 ENCODER = "encoder.onnx"
 CENTROIDS = "centroids.npy"
@@ -75,12 +78,22 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
-        names = d.get("feature_names")
-        return cls(
-            sample_shape=tuple(int(s) for s in d["sample_shape"]),
-            dtype=str(d.get("dtype", "float32")),
-            feature_names=tuple(names) if names is not None else None,
-        )
+        """Read the manifest's ``input``; ValueError names a field of the wrong type."""
+        dims = _field(d, "sample_shape", list, "input.")
+        if not dims:
+            raise ValueError("input.sample_shape: [] holds no dimensions")
+        spec = cls(sample_shape=tuple(_check(s, int, f"input.sample_shape[{i}]") for i, s in enumerate(dims)),
+                   dtype=_field(d, "dtype", str, "input.", "float32"))
+        if _field(d, "n_features", int, "input.", spec.n_features) != spec.n_features:
+            raise ValueError(f"input.n_features: {d['n_features']}, but sample_shape {_show(dims)} holds "
+                             f"{spec.n_features} values")
+        names = _field(d, "feature_names", list, "input.", None)
+        if names is not None:
+            if len(names) != spec.n_features:
+                raise ValueError(f"input.feature_names: {len(names)} names for {spec.n_features} features")
+            spec = cls(spec.sample_shape, spec.dtype,
+                       tuple(_check(n, str, f"input.feature_names[{i}]") for i, n in enumerate(names)))
+        return spec
 
 
 @dataclass
@@ -107,19 +120,89 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Manifest":
+        """Read a manifest's fields, strictly: ValueError names the first of the wrong type, since
+        a coerced one ("88" as sample shape (8, 8), k 10.9 as 10) would score wrongly, not fail."""
+        spec = InputSpec.from_dict(_field(d, "input", dict))
+        pre = _field(d, "preprocessing", dict, "", {})
+        if _field(pre, "kind", str, "preprocessing.", "affine") != "affine":
+            raise ValueError(f"preprocessing.kind: {_show(pre['kind'])} is not \"affine\"")
+        for name in ("offset", "scale"):  # a number, or one per feature
+            value = pre.get(name, 0.0)
+            if not isinstance(value, list):
+                _check(value, float, f"preprocessing.{name}")
+            elif len(value) != spec.n_features:
+                raise ValueError(f"preprocessing.{name}: {len(value)} values for {spec.n_features} features")
+            else:
+                for i, v in enumerate(value):
+                    _check(v, float, f"preprocessing.{name}[{i}]")
+        method = _field(d, "method", dict, "", {})
+        _field(method, "params", dict, "method.", None)
+        checks = _field(d, "checks", dict, "", {})
+        int8 = _field(checks, "int8", dict, "checks.", {})  # read by choose_precision
+        _field(int8, "label_agreement", float, "checks.int8.", None)
+        _field(int8, "held_out", bool, "checks.int8.", None)
+        versions = _field(d, "versions", dict, "", {})
+        for name, v in versions.items():
+            _check(v, str, f"versions.{name}")
+        files = _field(d, "files", dict)
+        for name, digest in files.items():
+            if not is_bundle_file_name(name):
+                raise ValueError(f"files: {json.dumps(name)} is not a plain file name in the bundle folder")
+            _check(digest, str, f"files.{json.dumps(name)}")
         return cls(
-            input=InputSpec.from_dict(d["input"]),
-            preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
-            latent_dim=int(d["latent_dim"]),
-            k=int(d["k"]),
-            method=dict(d.get("method", {})),
-            assignment=str(d.get("assignment", NEAREST_CENTROID)),
-            metrics=dict(d.get("metrics", {})),
-            checks=dict(d.get("checks", {})),
-            versions=dict(d.get("versions", {})),
-            files=dict(d["files"]),
-            format_version=int(d["format_version"]),
+            input=spec,
+            preprocessing=Preprocessing.from_dict(pre),
+            latent_dim=_field(d, "latent_dim", int),
+            k=_field(d, "k", int),
+            method=dict(method),
+            assignment=_field(d, "assignment", str, "", NEAREST_CENTROID),
+            metrics=dict(_field(d, "metrics", dict, "", {})),
+            checks=dict(checks),
+            versions=dict(versions),
+            files=dict(files),
+            format_version=_field(d, "format_version", int),
         )
+
+
+# The JSON types of a manifest's fields, checked strictly: its integers (shapes, k, format) are
+# positive and never bools, its numbers finite.
+_KINDS = {int: "a positive integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+          dict: "an object"}
+_REQUIRED = object()
+
+
+def _field(d: dict, name: str, kind: type, where: str = "", default=_REQUIRED):
+    """``d[name]`` if it is of ``kind``; ``default`` if absent, unless required."""
+    if name not in d:
+        if default is _REQUIRED:
+            raise ValueError(f"{where}{name}: missing")
+        return default
+    return _check(d[name], kind, where + name)
+
+
+def _check(value, kind: type, label: str):
+    """``value`` if it is of ``kind``, else ValueError naming ``label`` and the value."""
+    if kind is int:
+        ok = type(value) is int and value >= 1
+    elif kind is float:
+        ok = type(value) in (int, float) and math.isfinite(value)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ValueError(f"{label}: {_show(value)} is not {_KINDS[kind]}")
+    return value
+
+
+def _show(value) -> str:
+    """A value as the manifest spells it (JSON), shortened."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def is_bundle_file_name(name: str) -> bool:
+    """Whether ``name`` may name a file in a bundle: a plain name in its folder, so a manifest can
+    never make the loader open another file (no separators, no absolute path, no "." or "..")."""
+    return name not in ("", ".", "..", MANIFEST) and not any(c in name for c in "/\\\0")
 
 
 @dataclass
@@ -205,7 +288,7 @@ def write_bundle(path: str | os.PathLike, manifest: Manifest, files: dict[str, b
         os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is not
         manifest.files = {}
         for name, data in files.items():
-            if "/" in name or name == MANIFEST:
+            if not is_bundle_file_name(name):
                 raise BundleError(f"{path}: invalid bundle file name {name!r}")
             (stage / name).write_bytes(data)
             manifest.files[name] = hashlib.sha256(data).hexdigest()
@@ -245,23 +328,28 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(f"{manifest_path}: unreadable manifest ({e})") from None
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise BundleError(f"{manifest_path}: not a deepclust manifest (no format_version)")
-    if raw["format_version"] != FORMAT_VERSION:
+    if type(raw["format_version"]) is not int or raw["format_version"] != FORMAT_VERSION:  # true is not 1
         raise BundleError(
             f"{manifest_path}: bundle format {raw['format_version']!r} is not supported "
             f"(this deepclust reads format {FORMAT_VERSION}); use the deepclust that wrote it"
         )
-    if MANIFEST_SHA256 in raw and raw[MANIFEST_SHA256] != manifest_sha256(raw):
+    if MANIFEST_SHA256 not in raw:
+        raise BundleError(f"{manifest_path}: no {MANIFEST_SHA256} (the manifest's checksum of its own fields); "
+                          "re-export the bundle")
+    if raw[MANIFEST_SHA256] != manifest_sha256(raw):
         raise BundleError(f"{manifest_path}: checksum mismatch (the manifest was edited or is corrupt)")
     try:
         manifest = Manifest.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"{manifest_path}: malformed manifest (field {e})") from None
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{manifest_path}: malformed manifest ({e})") from None
 
     for required in (ENCODER, CENTROIDS):
         if required not in manifest.files:
             raise BundleError(f"{manifest_path}: lists no {required}")
     for name, expected in manifest.files.items():
         file = path / name
+        if file.is_symlink():  # its bytes may match, but it is not in the bundle
+            raise BundleError(f"{file}: is a symbolic link; a bundle's files must be in its folder")
         if not file.is_file():
             raise BundleError(f"{file}: missing from the bundle")
         if sha256_file(file) != expected:
@@ -286,10 +374,57 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def _load_array(file: Path) -> np.ndarray:
+    """A bundle's array, refused unless numeric and finite: a NaN centroid is never the nearest,
+    so its cluster would silently never be assigned."""
     try:
-        return np.load(file, allow_pickle=False)
+        array = np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise BundleError(f"{file}: not a readable .npy array ({e})") from None
+    if array.dtype.kind not in "biuf":
+        raise BundleError(f"{file}: holds {array.dtype} values, not numbers")
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        where = "its value" if array.ndim == 0 else f"{'entry' if array.ndim == 1 else 'row'} {bad[0][0]}"
+        raise BundleError(f"{file}: {where} is not finite")
+    return array
+
+
+def check_graph(session, file: Path, manifest: Manifest, *, fused: bool) -> None:
+    """Refuse an onnxruntime session whose graph does not fit the manifest, before it scores.
+
+    A checksum proves a file is the one written, not that it matches the manifest: a pipeline
+    holding 10 centroids under k=5 would score labels up to 9, a wider encoder fail deep in FAISS.
+    Only the declared shapes are read (any batch dimension); a fused pipeline's embedded
+    preprocessing and centroids are not compared with the manifest's.
+    """
+    m = manifest
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise BundleError(f"{file}: takes {len(inputs)} inputs; a bundle's graphs take one, the rows")
+    shape = "x".join(map(str, m.input.sample_shape))
+    _check_shape(file, f"input '{inputs[0].name}'", inputs[0].shape, (None, m.input.n_features),
+                 f"sample shape {shape}")
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if fused:
+        expected = {"label": (None,), "distance": (None,), "distances": (None, m.k), "z": (None, m.latent_dim)}
+    else:  # the runtime reads an encoder's first output
+        expected = {session.get_outputs()[0].name: (None, m.latent_dim)}
+    for name, dims in expected.items():
+        if name not in outputs:
+            raise BundleError(f"{file}: no output '{name}' (a fused pipeline has {', '.join(PIPELINE_OUTPUTS)})")
+        _check_shape(file, f"output '{name}'", outputs[name], dims, f"k={m.k}, latent_dim={m.latent_dim}")
+
+
+def _check_shape(file: Path, what: str, got: list, expected: tuple, why: str) -> None:
+    """``expected`` has None for the batch dimension, which may be anything (symbolic or fixed)."""
+    if len(got) != len(expected) or any(e is not None and g != e for g, e in zip(got, expected)):
+        raise BundleError(f"{file}: {what} has shape {_dims(got, '?')}; the manifest says {_dims(expected, 'n')} "
+                          f"({why})")
+
+
+def _dims(dims, unknown: str) -> str:
+    names = [unknown if d is None else str(d) for d in dims]
+    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
 
 
 def _warn_if_newer(manifest: Manifest) -> None:

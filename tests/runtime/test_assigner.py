@@ -9,6 +9,7 @@ import pytest
 
 from deepclust.runtime import Assigner, InputError
 from deepclust.runtime.bundle import load_bundle
+from deepclust.runtime.errors import BundleError
 
 from ..conftest import write_manifest
 
@@ -174,3 +175,75 @@ def test_rows_already_scaled_for_an_8_bit_model_draw_one_warning(reference_bundl
     caplog.clear()
     score_file(Assigner.load(reference_bundle, device="cpu"), tmp_path / "scaled.npy", tmp_path / "out.npy")
     assert "scaled.npy: values lie within [0, 1]" in caplog.text
+
+
+def _restamp(bundle, edit=lambda manifest: None, drop=("pipeline.onnx", "pipeline.int8.onnx")):
+    """Re-checksum a bundle a test changed (as a faulty writer would), without the fused graphs in ``drop``."""
+    import hashlib
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    for name in drop:
+        (bundle / name).unlink()
+        del m["files"][name]
+    m["files"] = {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in m["files"]}
+    edit(m)
+    write_manifest(bundle, m)
+
+
+def _pad_centroids(bundle, width):
+    c = np.load(bundle / "centroids.npy")
+    np.save(bundle / "centroids.npy", np.pad(c, ((0, 0), (0, width - c.shape[1]))))
+
+
+@pytest.mark.parametrize("precision, graph", [("fp32", "pipeline.onnx"), ("int8", "pipeline.int8.onnx")])
+def test_a_fused_pipeline_with_other_centroids_than_k_is_refused(bundle_copy, precision, graph):
+    # It would give labels up to 9 for a manifest that says k=5, and a --soft CSV of 5 of the 10 columns.
+    np.save(bundle_copy / "centroids.npy", np.load(bundle_copy / "centroids.npy")[:5])
+    _restamp(bundle_copy, lambda m: m.update(k=5), drop=())
+    with pytest.raises(BundleError) as e:
+        Assigner.load(bundle_copy, device="cpu", precision=precision)
+    assert str(e.value) == (f"{bundle_copy / graph}: output 'distances' has shape (n, 10); the manifest says (n, 5) "
+                            "(k=5, latent_dim=10)")
+
+
+def test_a_fused_pipeline_of_another_latent_dim_is_refused(bundle_copy):
+    _pad_centroids(bundle_copy, 12)
+    _restamp(bundle_copy, lambda m: m.update(latent_dim=12), drop=())
+    with pytest.raises(BundleError, match=r"pipeline.onnx: output 'z' has shape \(n, 10\); the manifest says "
+                                          r"\(n, 12\)"):
+        Assigner.load(bundle_copy, device="cpu", precision="fp32")
+
+
+def test_an_encoder_of_another_latent_dim_is_refused(bundle_copy):
+    _pad_centroids(bundle_copy, 12)  # was a bare AssertionError from FAISS
+    _restamp(bundle_copy, lambda m: m.update(latent_dim=12))
+    with pytest.raises(BundleError, match=r"encoder.onnx: output 'z' has shape \(n, 10\); the manifest says \(n, 12\)"):
+        Assigner.load(bundle_copy, device="cpu")
+
+
+def test_an_encoder_that_is_not_an_encoder_is_refused(bundle_copy):
+    import shutil
+
+    shutil.copy(bundle_copy / "pipeline.onnx", bundle_copy / "encoder.onnx")  # was "not enough values to unpack"
+    _restamp(bundle_copy)
+    with pytest.raises(BundleError, match=r"encoder.onnx: output 'label' has shape \(n,\); the manifest says "
+                                          r"\(n, 10\)"):
+        Assigner.load(bundle_copy, device="cpu")
+
+
+def test_a_pipeline_without_the_fused_outputs_is_refused(bundle_copy):
+    import shutil
+
+    shutil.copy(bundle_copy / "encoder.onnx", bundle_copy / "pipeline.onnx")
+    _restamp(bundle_copy, drop=())
+    with pytest.raises(BundleError, match=r"pipeline.onnx: no output 'label' \(a fused pipeline has label, distance, "
+                                          r"distances, z\)"):
+        Assigner.load(bundle_copy, device="cpu", precision="fp32")
+
+
+@pytest.mark.parametrize("drop", [(), ("pipeline.onnx", "pipeline.int8.onnx")])
+def test_a_graph_of_another_input_width_is_refused(bundle_copy, drop):
+    _restamp(bundle_copy, lambda m: m["input"].update(sample_shape=[7, 7], n_features=49), drop=drop)
+    graph = "encoder.onnx" if drop else "pipeline.onnx"
+    with pytest.raises(BundleError, match=rf"{graph}: input 'x' has shape \(n, 64\); the manifest says \(n, 49\)"):
+        Assigner.load(bundle_copy, device="cpu", precision="fp32")

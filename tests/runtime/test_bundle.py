@@ -163,3 +163,129 @@ def test_a_newer_bundles_warning_names_the_callers_line(bundle_copy):
         with pytest.warns(UserWarning, match=f"newer than this {version('deepclust')}") as caught:
             load(bundle_copy)
         assert [w.filename for w in caught] == [__file__], load
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_centroids_are_refused(tmp_path, bad):
+    # A NaN row is never the nearest centroid: that cluster would silently never be assigned.
+    c = np.eye(2, dtype=np.float32)
+    c[1, 0] = bad
+    write_bundle(tmp_path / "b", _tiny_manifest(), {ENCODER: b"x", CENTROIDS: npy_bytes(c)})
+    with pytest.raises(BundleError, match="centroids.npy: row 1 is not finite"):
+        load_bundle(tmp_path / "b")
+
+
+def test_non_finite_gaussian_mixture_arrays_are_refused(tmp_path):
+    from deepclust.runtime.bundle import GAUSSIAN_MIXTURE, GMM_PRECISIONS_CHOLESKY, GMM_WEIGHTS
+
+    m = _tiny_manifest()
+    m.assignment = GAUSSIAN_MIXTURE
+    chol = np.stack([np.eye(2), np.eye(2)])
+    chol[1, 1, 1] = np.inf
+    files = {ENCODER: b"x", CENTROIDS: npy_bytes(np.eye(2, dtype=np.float32)), GMM_WEIGHTS: npy_bytes(np.ones(2)),
+             GMM_PRECISIONS_CHOLESKY: npy_bytes(chol)}
+    write_bundle(tmp_path / "b", m, files)
+    with pytest.raises(BundleError, match="gmm_precisions_cholesky.npy: row 1 is not finite"):
+        load_bundle(tmp_path / "b")
+
+
+def test_a_manifest_without_its_own_checksum_is_refused(bundle_copy):
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    del m["manifest_sha256"]
+    m["preprocessing"]["scale"] *= 2  # what a missing checksum would otherwise let through
+    (bundle_copy / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"manifest.json: no manifest_sha256 \(the manifest's checksum of its own "
+                                          r"fields\); re-export the bundle"):
+        load_bundle(bundle_copy)
+
+
+def _set(fields: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for name in parents:
+        fields = fields[name]
+    fields[last] = value
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("input", "abc", 'input: "abc" is not an object'),
+    ("input", [1], "input: [1] is not an object"),
+    ("preprocessing", [1, 2], "preprocessing: [1, 2] is not an object"),
+    ("preprocessing", None, "preprocessing: null is not an object"),
+    ("preprocessing.scale", "x", 'preprocessing.scale: "x" is not a number'),
+    ("preprocessing.scale", [1.0, 2.0], "preprocessing.scale: 2 values for 64 features"),
+    ("method", "kmeans", 'method: "kmeans" is not an object'),
+    ("method.params", [1, 2], "method.params: [1, 2] is not an object"),  # `inspect` would crash on it
+    ("checks.int8", "x", 'checks.int8: "x" is not an object'),  # `assign --precision auto` would crash on it
+    ("checks.int8.label_agreement", "1", 'checks.int8.label_agreement: "1" is not a number'),
+    ("input.sample_shape", "88", 'input.sample_shape: "88" is not a list'),  # not (8, 8)
+    ("input.sample_shape", [8, 0], "input.sample_shape[1]: 0 is not a positive integer"),
+    ("input.n_features", 49, "input.n_features: 49, but sample_shape [8, 8] holds 64 values"),
+    ("input.feature_names", "abc", 'input.feature_names: "abc" is not a list'),  # not ('a', 'b', 'c')
+    ("input.feature_names", ["a"], "input.feature_names: 1 names for 64 features"),
+    ("k", 10.9, "k: 10.9 is not a positive integer"),  # not 10
+    ("k", -10, "k: -10 is not a positive integer"),
+    ("k", None, "k: null is not a positive integer"),
+    ("latent_dim", True, "latent_dim: true is not a positive integer"),
+    ("metrics", [1], "metrics: [1] is not an object"),
+    ("versions.deepclust", 5, "versions.deepclust: 5 is not a string"),
+    ("files", ["encoder.onnx"], 'files: ["encoder.onnx"] is not an object'),
+    ("files.encoder\\.onnx", 5, 'files."encoder.onnx": 5 is not a string'),
+])
+def test_malformed_manifest_fields_are_named(bundle_copy, field, value, message):
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    if field == "files.encoder\\.onnx":
+        m["files"]["encoder.onnx"] = value
+    else:
+        _set(m, field, value)
+    write_manifest(bundle_copy, m)
+    with pytest.raises(BundleError) as e:
+        load_bundle(bundle_copy)
+    assert str(e.value) == f"{bundle_copy / MANIFEST}: malformed manifest ({message})"
+
+
+def test_a_missing_field_is_named(bundle_copy):
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    del m["input"]["sample_shape"]
+    write_manifest(bundle_copy, m)
+    with pytest.raises(BundleError, match=r"manifest.json: malformed manifest \(input.sample_shape: missing\)"):
+        load_bundle(bundle_copy)
+
+
+def test_a_boolean_format_version_is_not_format_1(bundle_copy):
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    m["format_version"] = True  # == 1 in Python, but not the integer 1
+    write_manifest(bundle_copy, m)
+    with pytest.raises(BundleError, match="manifest.json: bundle format True is not supported"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["../outside.npy", "OUTSIDE", "..", "sub/x.npy", MANIFEST])
+def test_a_listed_file_outside_the_bundle_folder_is_refused(bundle_copy, name):
+    import hashlib
+
+    outside = bundle_copy.parent / "outside.npy"
+    outside.write_bytes((bundle_copy / CENTROIDS).read_bytes())
+    name = str(outside) if name == "OUTSIDE" else name  # an absolute path
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    m["files"][name] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    write_manifest(bundle_copy, m)
+    with pytest.raises(BundleError) as e:
+        load_bundle(bundle_copy)
+    assert str(e.value) == (f"{bundle_copy / MANIFEST}: malformed manifest (files: {json.dumps(name)} is not a "
+                            "plain file name in the bundle folder)")
+
+
+def test_a_listed_file_that_is_a_symbolic_link_is_refused(bundle_copy):
+    outside = bundle_copy.parent / "elsewhere.onnx"
+    (bundle_copy / ENCODER).rename(outside)
+    (bundle_copy / ENCODER).symlink_to(outside)  # same bytes, same checksum, but not in the bundle
+    with pytest.raises(BundleError, match="encoder.onnx: is a symbolic link; a bundle's files must be in its folder"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a\\b", MANIFEST])
+def test_write_refuses_a_name_that_is_not_a_plain_file_name(tmp_path, name):
+    files = {ENCODER: b"x", CENTROIDS: npy_bytes(np.eye(2, dtype=np.float32)), name: b"y"}
+    with pytest.raises(BundleError, match="invalid bundle file name"):
+        write_bundle(tmp_path / "b", _tiny_manifest(), files)
+    assert list(tmp_path.iterdir()) == []
