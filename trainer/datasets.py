@@ -173,7 +173,11 @@ def _find_idx_parts(folder: Path) -> dict | None:
 
 
 def _load_named_idx(name: str, data_dir: Path, download: bool) -> Dataset:
-    for folder in (data_dir / name, data_dir, SYSTEM_DATA_DIR / name):
+    # The data dir itself only when it is named for the set: MNIST, Fashion-MNIST and KMNIST
+    # share their file names, so a --data-dir pointed at one set's folder must not serve
+    # another's under its name (local copies are often recompressed: their md5s differ).
+    own = [data_dir] if data_dir.name.lower().replace("_", "-") == name else []
+    for folder in (data_dir / name, *own, SYSTEM_DATA_DIR / name):
         if folder.is_dir() and _find_idx_parts(folder):
             return _load_idx_folder(folder, name)
     if not download:
@@ -183,12 +187,21 @@ def _load_named_idx(name: str, data_dir: Path, download: bool) -> Dataset:
 
 
 def _load_idx_folder(folder: Path, name: str) -> Dataset:
+    """The training then the test split, each split's labels checked against its own images."""
     parts = _find_idx_parts(folder)
-    x = np.concatenate([read_idx(parts["train-images-idx3-ubyte"]), read_idx(parts["t10k-images-idx3-ubyte"])])
-    y = np.concatenate([read_idx(parts["train-labels-idx1-ubyte"]), read_idx(parts["t10k-labels-idx1-ubyte"])])
-    if len(x) != len(y):
-        raise InputError(f"{folder}: {len(x)} images but {len(y)} labels")
-    return Dataset(name, x, y.astype(np.int64), _image_preprocessing(x))
+    xs, ys = [], []
+    for split in ("train", "t10k"):
+        images, labels = parts[f"{split}-images-idx3-ubyte"], parts[f"{split}-labels-idx1-ubyte"]
+        x, y = read_idx(images), read_idx(labels)
+        if len(x) != len(y) or y.ndim != 1:
+            raise InputError(f"{images}: {len(x)} images, but {labels.name} holds {y.shape} labels")
+        if xs and x.shape[1:] != xs[0].shape[1:]:
+            raise InputError(f"{images}: images of shape {x.shape[1:]} differ from the training split's "
+                             f"{xs[0].shape[1:]}")
+        xs.append(x)
+        ys.append(y)
+    x = np.concatenate(xs)
+    return Dataset(name, x, np.concatenate(ys).astype(np.int64), _image_preprocessing(x))
 
 
 def _load_idx_files(folder: Path, files: list[Path]) -> Dataset:

@@ -356,3 +356,27 @@ def test_a_folder_of_npy_parts_trains_on_the_rows_scoring_reads(tmp_path):
     pq.write_table(pa.table({"f": [1.0]}), tmp_path / "part-3.parquet")
     with pytest.raises(InputError, match="holds .parquet/.csv and .npy files; give a folder of one kind"):
         load_dataset(str(tmp_path))
+
+
+def test_a_data_dir_holding_another_named_set_does_not_serve_it(tmp_path, monkeypatch):
+    import deepclust.trainer.datasets as datasets
+
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", tmp_path / "system")
+    parts = _mnist_folder(tmp_path / "mnist")  # MNIST's files, which Fashion-MNIST's share the names of
+    ds = load_dataset("mnist", data_dir=tmp_path / "mnist", download=False)  # the folder named for the set
+    np.testing.assert_array_equal(ds.x[:30], parts["train-images-idx3-ubyte"])
+    with pytest.raises(InputError, match="fashion-mnist: not found"):
+        load_dataset("fashion-mnist", data_dir=tmp_path / "mnist", download=False)
+
+
+def test_each_idx_split_pairs_its_own_labels_and_shape(tmp_path):
+    parts = _mnist_folder(tmp_path / "mnist")
+    # one label moved from the training split to the test split: the totals still match
+    write_idx(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz", parts["train-labels-idx1-ubyte"][:-1], gz=True)
+    write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", np.r_[0, parts["t10k-labels-idx1-ubyte"]], gz=True)
+    with pytest.raises(InputError, match=r"train-images-idx3-ubyte.gz: 30 images, but train-labels-idx1-ubyte.gz"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    _mnist_folder(tmp_path / "mnist")
+    write_idx(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32), np.uint8), gz=True)
+    with pytest.raises(InputError, match=r"t10k-images-idx3-ubyte.gz: images of shape \(32, 32\) differ"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
