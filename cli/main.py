@@ -352,7 +352,7 @@ def train(
     max_iter: Annotated[int, typer.Option(min=1, help="Fine-tuning methods: most batches.",
                                           rich_help_panel=FINETUNE_PANEL)] = 20_000,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1,
-                                      help="Random seed: same seed, same model (on CPU).")] = 0,
+                                      help="Random seed: same seed, same model (on CPU, at one thread count).")] = 0,
     device: DeviceOption = Device.auto,
     data_dir: DataDirOption = None,
     label_column: LabelOption = None,

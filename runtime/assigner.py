@@ -202,7 +202,7 @@ class Assigner:
 
     def _validated_copy(self, x, source: str = "input", start: int = 0) -> np.ndarray:
         if hasattr(x, "columns"):
-            x = self._frame_values(x, source)
+            x = frame_values(x, self.manifest.input.feature_names, source)
         try:
             x = np.asarray(x)
         except ValueError as e:  # a ragged list of rows
@@ -223,30 +223,6 @@ class Assigner:
         self.check_scale(out, source)
         return out
 
-    def _frame_values(self, frame, source: str) -> np.ndarray:
-        """A data frame's feature columns as float32, missing values as NaN: by name for a
-        bundle trained on a table, as files are read, else all in order. Column by column, so
-        pandas' nullable and Arrow-backed numeric columns convert and a bad one is named."""
-        names = self.manifest.input.feature_names
-        columns = list(frame.columns)
-        repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
-        if repeated:
-            raise InputError(f"{source}: column names repeat ({', '.join(map(repr, repeated[:5]))}); each column "
-                             "needs its own name")
-        if names is not None:
-            have = {str(c): c for c in columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
-            missing = [c for c in names if c not in have]
-            if missing:
-                raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
-            columns = [have[c] for c in names]
-        out = np.empty((len(frame), len(columns)), dtype=np.float32)
-        for j, c in enumerate(columns):
-            values = frame[c]
-            if getattr(values.dtype, "kind", "O") not in "biuf":
-                raise InputError(f"{source}: column {str(c)!r} is {values.dtype}, not numeric")
-            out[:, j] = values.to_numpy(dtype=np.float32, na_value=np.nan)
-        return out
-
     def check_scale(self, x: np.ndarray, source: str) -> None:
         """Warn, once, when a bundle trained on 8-bit integers (images: 0-255) gets fractions
         in [0, 1]: rows already divided by 255 score without error, but wrongly, since the
@@ -264,6 +240,31 @@ class Assigner:
         got = int(np.prod(row_shape)) if len(row_shape) else 1
         shape = "x".join(str(s) for s in spec.sample_shape)
         return f"{source}: rows have {got} values, the model expects {spec.n_features} (sample shape {shape})"
+
+
+def frame_values(frame, feature_names, source: str, dtype=np.float32) -> np.ndarray:
+    """A data frame's feature columns as float32, missing values as NaN: by name when the model
+    has ``feature_names`` (trained on a table), as files are read, else all in order. Column by
+    column, so pandas' nullable and Arrow-backed numeric columns convert and a bad one is named.
+    The trainer reads frames through it too, so both sides pick the same columns."""
+    columns = list(frame.columns)
+    repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise InputError(f"{source}: column names repeat ({', '.join(map(repr, repeated[:5]))}); each column "
+                         "needs its own name")
+    if feature_names is not None:
+        have = {str(c): c for c in columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
+        missing = [c for c in feature_names if c not in have]
+        if missing:
+            raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
+        columns = [have[c] for c in feature_names]
+    out = np.empty((len(frame), len(columns)), dtype=dtype)
+    for j, c in enumerate(columns):
+        values = frame[c]
+        if getattr(values.dtype, "kind", "O") not in "biuf":
+            raise InputError(f"{source}: column {str(c)!r} is {values.dtype}, not numeric")
+        out[:, j] = values.to_numpy(dtype=dtype, na_value=np.nan)
+    return out
 
 
 def student_t(d2: np.ndarray) -> np.ndarray:

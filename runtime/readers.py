@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import InputError
+
+log = logging.getLogger("deepclust")
 
 DEFAULT_BATCH_ROWS = 4096
 
@@ -482,12 +485,36 @@ def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
     """The ``features`` columns of a pyarrow Table (checked by ``_select_columns``) as a new,
     writable float32 (rows, len(features)) array; missing values become NaN. Shared by the
     Parquet and CSV readers and the Ray engine, so every engine converts values the same way."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     values = np.empty((table.num_rows, len(features)), dtype=np.float32)
     for j, c in enumerate(features):
         col = table.column(c)
+        if table.num_rows > 1 and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)) \
+                and col.type.bit_width > 32 and c not in _UNRESOLVED:
+            low_high = pc.min_max(col)
+            warn_if_unresolved(c, low_high["min"].as_py(), low_high["max"].as_py())
         values[:, j] = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
             col.cast("double").fill_null(float("nan")).to_numpy(zero_copy_only=False)
     return values
+
+
+_UNRESOLVED: set = set()  # columns warned about, once a process
+
+
+def warn_if_unresolved(name, low, high) -> None:
+    """Warn, once per column, when its values vary by less than float32 tells apart at their
+    size: rows are float32 from here on, so epoch-millisecond times (float32 steps of 131,072 ms
+    around 1.7e12) or large ids lose what sets them apart, and a model learns nothing from them."""
+    if low is None or high is None or not high > low or name in _UNRESOLVED:
+        return
+    step = float(np.spacing(np.float32(max(abs(low), abs(high)))))
+    if high - low < 16 * step:
+        _UNRESOLVED.add(name)
+        log.warning("column %r: its values (%.12g to %.12g) vary by less than 16 float32 steps of %.3g at that size; "
+                    "subtract an offset first (such as the column's minimum) or leave the column out", name, low,
+                    high, step)
 
 
 def _table_to_batch(path, table, features, label_column, start, kept_columns=(), kept_types=()) -> Batch:

@@ -15,8 +15,10 @@ import joblib
 import numpy as np
 import torch
 
+from deepclust.runtime.assigner import frame_values
 from deepclust.runtime.errors import DeepclustError, InputError
 from deepclust.runtime.preprocessing import Preprocessing
+from deepclust.runtime.readers import warn_if_unresolved
 
 from torch import nn
 
@@ -180,7 +182,7 @@ class DeepClustering:
     max_iter : int, default 20000
         Fine-tuning methods: most batches.
     seed : int, default 0
-        Seeds weights, shuffling and the head: a fit is deterministic on CPU.
+        Seeds weights, shuffling and the head: a fit is deterministic on CPU at one thread count.
     device : {"auto", "cpu", "cuda"}, default "auto"
     verbose : bool, default False
         Progress bars on stderr.
@@ -354,7 +356,8 @@ class DeepClustering:
 
     def fit(self, X, y=None, *, preprocessing: Preprocessing | None = None,
             feature_names: Sequence[str] | None = None, pretrained=None, save_pretrained_to=None) -> "DeepClustering":
-        """Fit on raw rows ``X`` of shape (n_samples, *sample_shape).
+        """Fit on raw rows ``X`` of shape (n_samples, *sample_shape), or a data frame whose column
+        names become ``feature_names`` unless given (the bundle then reads columns by name).
 
         ``preprocessing`` is applied before the encoder and stored in the bundle so that the
         runtime scores raw data the same way; ``y`` (optional) only feeds ``metrics_``.
@@ -364,7 +367,31 @@ class DeepClustering:
         is the same as a fit from scratch (on the same device). With ``pretrain_runs`` > 1,
         either is a list of that many paths, one per network in order; each file is the one a
         fit with that network's seed writes, so fits can share them.
+
+        A fit that fails or is interrupted leaves the previous fit as it was; one that succeeds
+        keeps nothing of it.
         """
+        last = self._fitted_state()
+        for name in last:  # nothing of the last fit (another method's fine_tune_) outlives this one
+            delattr(self, name)
+        try:
+            return self._fit(X, y, preprocessing=preprocessing, feature_names=feature_names, pretrained=pretrained,
+                             save_pretrained_to=save_pretrained_to)
+        except BaseException:
+            for name in self._fitted_state():
+                delattr(self, name)
+            vars(self).update(last)
+            raise
+
+    def _fitted_state(self) -> dict:
+        """What a fit sets: attributes ending in "_" (scikit-learn's convention) and its sample."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") or k.startswith("_fit_")}
+
+    def _fit(self, X, y, *, preprocessing, feature_names, pretrained, save_pretrained_to) -> "DeepClustering":
+        if _is_frame(X):
+            if feature_names is None and all(isinstance(c, str) for c in X.columns):
+                feature_names = list(X.columns)
+            X = frame_values(X, feature_names, "X", dtype=np.float64)  # the resolution check below reads float64
         X = np.asarray(X)
         if X.dtype.kind not in "biuf":
             raise InputError(f"X has dtype {X.dtype}; it should be numeric")
@@ -373,6 +400,23 @@ class DeepClustering:
         self._validate_params(len(X))
         if y is not None and (np.ndim(y) != 1 or len(y) != len(X)):
             raise InputError(f"y has shape {np.shape(y)}, but X has {len(X)} rows (one label per row)")
+        if y is not None:
+            _check_labels(np.asarray(y))
+        if X[0].size == 0:
+            raise InputError(f"X has no features (shape {X.shape})")
+        if feature_names is not None:
+            names = list(feature_names)
+            if len(names) != X[0].size:
+                raise InputError(f"feature_names: {len(names)} names, but X has {X[0].size} features")
+            if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+                raise InputError("feature_names: give each feature its own name, a string")
+        for name in ("offset", "scale"):
+            value = getattr(preprocessing, name, 0.0)
+            if np.ndim(value) and np.size(value) != X[0].size:
+                raise InputError(f"preprocessing: {np.size(value)} values of {name} for {X[0].size} features")
+        if X.ndim == 2 and X.dtype.itemsize > 4:  # float64, int64: what rows lose as float32 from here on
+            for j, (low, high) in enumerate(zip(X.min(axis=0).tolist(), X.max(axis=0).tolist())):
+                warn_if_unresolved(feature_names[j] if feature_names is not None else f"column {j}", low, high)
         distinct = count_distinct_rows(X, up_to=self.n_clusters)
         if distinct < self.n_clusters:
             raise InputError(f"the data has {distinct} distinct row(s), fewer than the {self.n_clusters} clusters "
@@ -578,9 +622,21 @@ class DeepClustering:
         return ImageLayout.from_sample_shape(self.sample_shape_, needed_by=" and ".join(needs))
 
     def transform(self, X) -> np.ndarray:
-        """Embeddings (n_samples, latent_dim) of raw rows, computed by torch."""
+        """Embeddings (n_samples, latent_dim) of raw rows, computed by torch; a data frame's
+        columns are read by name when the fit had feature names, as the bundle reads them."""
         self._check_fitted()
-        x = self.preprocessing_.apply_(np.array(np.asarray(X).reshape(len(X), -1), dtype=np.float32))
+        if _is_frame(X):
+            X = frame_values(X, self.feature_names_, "X")
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise InputError(f"X has dtype {X.dtype}; it should be numeric")
+        if X.ndim < 1 or int(np.prod(X.shape[1:])) != self.n_features_in_:
+            raise InputError(f"X has rows of shape {X.shape[1:]}, but the model was fitted on {self.sample_shape_}")
+        x = self.preprocessing_.apply_(np.array(X.reshape(len(X), self.n_features_in_), dtype=np.float32))
+        if not np.isfinite(x).all():
+            raise InputError("X holds NaN or Inf values")
+        if len(x) == 0:
+            return np.empty((0, self.cluster_centers_.shape[1]), dtype=np.float32)
         device = next(self.embedder_.parameters()).device
         return self._embed(torch.from_numpy(x).to(device))
 
@@ -602,3 +658,20 @@ class DeepClustering:
         # and agreed with it on 99.3-99.5% of rows on Fashion-MNIST: nothing to gain from one.
         int8 = int8 and self._student_kind() != "head"
         return export_bundle(self, path, overwrite=overwrite, int8=int8)
+
+
+def _is_frame(X) -> bool:
+    """A pandas (or pandas-like) data frame: named columns, read by name."""
+    return hasattr(X, "columns") and hasattr(X, "dtypes") and hasattr(X, "to_numpy")
+
+
+def _check_labels(y: np.ndarray) -> None:
+    """Refuse a missing label (NaN, None) before training, not in the metrics after it."""
+    if y.dtype.kind == "f":
+        missing = np.flatnonzero(np.isnan(y))
+    elif y.dtype.kind == "O":
+        missing = [i for i, v in enumerate(y.tolist()) if v is None or (isinstance(v, float) and v != v)]
+    else:
+        return
+    if len(missing):
+        raise InputError(f"y has no label at row {int(missing[0])} (a missing label); drop the row or give it one")

@@ -394,3 +394,89 @@ def test_data_with_fewer_distinct_rows_than_clusters_is_refused_before_training(
 def test_method_auto_says_the_estimator_names_its_method():
     with pytest.raises(DeepclustError, match="'auto' is the CLI's choice: name the method here"):
         small(method="auto").fit(blobs(n=30)[0])
+
+
+def test_a_failed_or_interrupted_refit_leaves_the_last_fit_and_a_good_one_keeps_nothing_of_it(monkeypatch):
+    import deepclust.trainer.estimator as estimator
+    from deepclust.runtime.errors import InputError
+
+    x, y = blobs()
+    names = [f"f{j}" for j in range(x.shape[1])]
+    m = small(method="dec", **FINE_TUNE).fit(x, y, feature_names=names)
+    state = {k: v for k, v in vars(m).items() if k.endswith("_")}
+    z = m.transform(x)
+    bad = x.copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):  # refused after the new names and preprocessing were read
+        m.fit(bad, feature_names=names[::-1])
+    real = estimator.pretrain_autoencoder
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in a notebook, mid-refit
+        m.fit(x + 100)
+    assert m.feature_names_ == tuple(names) and {k: v for k, v in vars(m).items() if k.endswith("_")} == state
+    np.testing.assert_array_equal(m.transform(x), z)
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", real)
+    m.set_params(method="kmeans").fit(x)
+    assert not hasattr(m, "fine_tune_") and m.feature_names_ is None  # nothing of the DEC fit stays
+
+
+def test_a_data_frames_columns_are_its_feature_names_read_by_name(tmp_path):
+    pd = pytest.importorskip("pandas")
+    x, _ = blobs()
+    df = pd.DataFrame(x, columns=[f"c{j}" for j in range(x.shape[1])])
+    df["c0"] = pd.array(np.round(x[:, 0]).astype(int), dtype="Int64")  # a nullable column is a number too
+    m = small().fit(df)
+    assert m.feature_names_ == tuple(df.columns)
+    shuffled = df[df.columns[::-1]]
+    np.testing.assert_array_equal(m.transform(shuffled), m.transform(df))
+    m.save(tmp_path / "b")
+    assert load_bundle(tmp_path / "b").manifest.input.feature_names == tuple(df.columns)
+    np.testing.assert_array_equal(Assigner.load(tmp_path / "b").assign(shuffled).labels, m.labels_)
+
+
+def test_inputs_are_checked_before_training(monkeypatch):
+    import deepclust.trainer.estimator as estimator
+    from deepclust.runtime.errors import InputError
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained before checking its inputs")
+
+    monkeypatch.setattr(estimator, "pretrain_autoencoder", must_not_train)
+    x, y = blobs()
+    for labels in (np.where(np.arange(len(y)) == 7, np.nan, y), [None if i == 7 else v for i, v in enumerate(y)]):
+        with pytest.raises(InputError, match="y has no label at row 7"):
+            small().fit(x, labels)
+    with pytest.raises(InputError, match="feature_names: 2 names, but X has 20 features"):
+        small().fit(x, feature_names=["a", "b"])
+    with pytest.raises(InputError, match="feature_names: give each feature its own name"):
+        small().fit(x, feature_names=["a"] * 20)
+    with pytest.raises(InputError, match="X has no features"):
+        small().fit(np.zeros((10, 0)))
+
+
+def test_transform_checks_its_rows():
+    from deepclust.runtime.errors import InputError
+
+    x, _ = blobs()
+    m = small(epochs=2).fit(x)
+    with pytest.raises(InputError, match=r"X has rows of shape \(10,\), but the model was fitted on \(20,\)"):
+        m.transform(x[:, :10])
+    bad = x[:3].copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(InputError, match="NaN or Inf"):
+        m.transform(bad)
+    assert m.transform(x[:0]).shape == (0, 3)
+
+
+def test_a_column_float32_cannot_resolve_is_named(caplog):
+    rng = np.random.default_rng(0)
+    x, _ = blobs()
+    ms = 1_700_000_000_000 + rng.normal(0, 5_000, len(x))  # epoch milliseconds: float32 steps of 131,072 there
+    with caplog.at_level("WARNING", logger="deepclust"):
+        small(epochs=1).fit(np.column_stack([x, ms]), feature_names=[*(f"f{j}" for j in range(20)), "t_ms"])
+    warned = [r.getMessage() for r in caplog.records if "float32" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("column 't_ms': its values")
