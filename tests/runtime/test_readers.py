@@ -251,3 +251,16 @@ def test_ignoring_a_column_the_model_reads_is_refused_not_silently_dropped(tmp_p
     assert open_reader(tmp_path / "t.parquet", feature_names=["a", "b"], ignore_columns=["note"]).features == ["a", "b"]
     with pytest.raises(InputError, match="t.parquet: column 'b' is a feature the model reads; it cannot be ignored"):
         open_reader(tmp_path / "t.parquet", feature_names=["a", "b"], ignore_columns=["b"])
+
+
+def test_a_column_float32_cannot_resolve_is_named_once(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    n = 400
+    ms = 1_700_000_000_000 + np.repeat([0, 60_000], n // 2) + rng.integers(-5_000, 5_000, n)  # int64 epoch ms
+    pq.write_table(pa.table({"reading": rng.normal(size=n), "epoch_ms_resolution_test": ms}), tmp_path / "t.parquet",
+                   row_group_size=100)
+    with caplog.at_level("WARNING", logger="deepclust"):
+        x = np.concatenate([b.values for b in open_reader(tmp_path / "t.parquet").batches(100)])
+    assert len(np.unique(x[:, 1])) <= 2  # what float32 leaves of 400 distinct times: why the warning
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("column 'epoch_ms_resolution_test': its values")
