@@ -181,7 +181,8 @@ def _load_named_idx(name: str, data_dir: Path, download: bool) -> Dataset:
         if folder.is_dir() and _find_idx_parts(folder):
             return _load_idx_folder(folder, name)
     if not download:
-        raise InputError(f"{name}: not found in {data_dir / name} or {SYSTEM_DATA_DIR / name}")
+        raise InputError(f"{name}: not found in {data_dir / name} or {SYSTEM_DATA_DIR / name} (--data-dir or "
+                         f"${DATA_ENV} names a folder holding {name}/)")
     _download_idx(name, NAMED[name], data_dir / name)
     return _load_idx_folder(data_dir / name, name)
 
@@ -231,8 +232,14 @@ def _load_idx_files(folder: Path, files: list[Path]) -> Dataset:
 
 
 def _download_idx(name: str, source: IdxSource, dest: Path) -> None:
-    """Fetch each part from the first mirror that answers, check its md5, then move it in place."""
+    """Fetch each part from the first mirror that answers, check its md5, then move it in place.
+    A failed download leaves nothing behind, not even the data set's folder it made."""
+    if dest.parent.exists() and not dest.parent.is_dir():
+        raise InputError(f"{dest.parent}: is a file; --data-dir (or ${DATA_ENV}) names a folder")
+    made = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob(".*-ubyte.gz.*"):  # a killed download's temporary file
+        stale.unlink(missing_ok=True)
     for part, md5 in source.md5.items():
         target = dest / f"{part}.gz"
         if target.is_file():
@@ -246,7 +253,11 @@ def _download_idx(name: str, source: IdxSource, dest: Path) -> None:
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{url}: {e}")
         else:
-            raise InputError(f"{name}: download failed and no local copy in {dest} ({'; '.join(errors)[:300]})")
+            if made and not any(dest.iterdir()):
+                dest.rmdir()
+            raise InputError(f"{name}: download failed, and no local copy in {dest} or {SYSTEM_DATA_DIR / name} "
+                             f"(--data-dir or ${DATA_ENV} names a folder holding {name}/; "
+                             f"{'; '.join(errors)[:300]})")
 
 
 def _fetch_checked(url: str, target: Path, md5: str) -> None:

@@ -68,9 +68,18 @@ def test_download_with_bad_checksum_keeps_nothing(tmp_path, monkeypatch):
     _mnist_folder(src)
     md5 = dict.fromkeys(IDX_PARTS, "0" * 32)
     monkeypatch.setitem(datasets.NAMED, "mnist", IdxSource(mirrors=(src.as_uri() + "/",), md5=md5))
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    (tmp_path / "data" / "mnist" / ".train-images-idx3-ubyte.gz.k1ll3d").write_bytes(b"half")  # a killed download's
     with pytest.raises(InputError, match="mnist: download failed.*checksum mismatch"):
         load_dataset("mnist", data_dir=tmp_path / "data")
     assert list((tmp_path / "data" / "mnist").iterdir()) == []
+    (tmp_path / "data" / "mnist").rmdir()
+    with pytest.raises(InputError, match=r"names a folder holding mnist/"):
+        load_dataset("mnist", data_dir=tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []  # not even the folder it made
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="file: is a file; --data-dir"):
+        load_dataset("mnist", data_dir=tmp_path / "file")
 
 
 def test_tabular_parquet_standardises_and_keeps_names(tmp_path):
