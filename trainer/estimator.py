@@ -254,6 +254,20 @@ class DeepClustering:
             setattr(self, name, value)
         return self
 
+    def __repr__(self) -> str:
+        """The parameters that differ from their defaults, as scikit-learn shows an estimator."""
+        import inspect
+
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        shown = [f"{name}={value!r}" for name, value in self.get_params().items()
+                 if name not in defaults or name == "n_clusters" or _differs(value, defaults[name])]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def fit_predict(self, X, y=None, **fit_params) -> np.ndarray:
+        """``fit(X, y, ...)``, then the rows' cluster labels (``labels_``), as scikit-learn's
+        clusterers offer; new rows are labelled by the saved bundle's runtime."""
+        return self.fit(X, y, **fit_params).labels_
+
     def _recorded_params(self) -> dict:
         """The parameters a bundle's manifest records (JSON values)."""
         params = {name: value for name, value in self.get_params().items() if name not in self._RUN_PARAMS}
@@ -333,7 +347,7 @@ class DeepClustering:
         if self.views != "strong" and self.pretraining != "contrastive":
             raise DeepclustError(f"views={self.views!r} applies to pretraining='contrastive' only")
         if n_samples < self.n_clusters:
-            raise DeepclustError(f"n_samples={n_samples} should be >= n_clusters={self.n_clusters}")
+            raise DeepclustError(f"the data has {n_samples} row(s), fewer than the {self.n_clusters} clusters asked for")
         if self.method == "selflabel" and n_samples < selflabel.min_rows(self.n_clusters):
             raise DeepclustError(f"method='selflabel' needs n_samples >= n_clusters + 2 = "
                                  f"{selflabel.min_rows(self.n_clusters)} (its teacher embeds the rows in "
@@ -675,3 +689,10 @@ def _check_labels(y: np.ndarray) -> None:
         return
     if len(missing):
         raise InputError(f"y has no label at row {int(missing[0])} (a missing label); drop the row or give it one")
+
+
+def _differs(value, default) -> bool:
+    try:
+        return bool(value != default)
+    except ValueError:  # an array compared element-wise
+        return True

@@ -205,7 +205,7 @@ def test_preprocessing_travels_with_the_bundle(tmp_path):
 
 def test_parameter_errors_name_the_rule():
     x, _ = blobs(n=30)
-    with pytest.raises(DeepclustError, match="n_samples=2 should be >= n_clusters=3"):
+    with pytest.raises(DeepclustError, match=r"the data has 2 row\(s\), fewer than the 3 clusters asked for"):
         small().fit(x[:2])
     with pytest.raises(DeepclustError, match="method='dbscan' should be one of kmeans, gmm"):
         small(method="dbscan").fit(x)
@@ -480,3 +480,12 @@ def test_a_column_float32_cannot_resolve_is_named(caplog):
         small(epochs=1).fit(np.column_stack([x, ms]), feature_names=[*(f"f{j}" for j in range(20)), "t_ms"])
     warned = [r.getMessage() for r in caplog.records if "float32" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("column 't_ms': its values")
+
+
+def test_fit_predict_gives_the_fits_labels_and_repr_shows_what_differs():
+    x, _ = blobs()
+    m = small(epochs=2, seed=4)
+    labels = m.fit_predict(x)
+    np.testing.assert_array_equal(labels, m.labels_)
+    assert repr(m) == ("DeepClustering(n_clusters=3, latent_dim=3, hidden=(32, 32), epochs=2, batch_size=32, "
+                       "n_init=5, seed=4, device='cpu')")
