@@ -492,7 +492,8 @@ def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
     for j, c in enumerate(features):
         col = table.column(c)
         if table.num_rows > 1 and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)) \
-                and col.type.bit_width > 32 and c not in _UNRESOLVED:
+                and col.type.bit_width > 32 and c not in _RESOLUTION_CHECKED:
+            _RESOLUTION_CHECKED.add(c)  # on a column's first rows only: each check costs as much as converting it
             low_high = pc.min_max(col)
             warn_if_unresolved(c, low_high["min"].as_py(), low_high["max"].as_py())
         values[:, j] = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
@@ -500,18 +501,17 @@ def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
     return values
 
 
-_UNRESOLVED: set = set()  # columns warned about, once a process
+_RESOLUTION_CHECKED: set = set()  # table columns checked by warn_if_unresolved, once a process
 
 
 def warn_if_unresolved(name, low, high) -> None:
-    """Warn, once per column, when its values vary by less than float32 tells apart at their
-    size: rows are float32 from here on, so epoch-millisecond times (float32 steps of 131,072 ms
-    around 1.7e12) or large ids lose what sets them apart, and a model learns nothing from them."""
-    if low is None or high is None or not high > low or name in _UNRESOLVED:
+    """Warn when a column's values vary by less than float32 tells apart at their size: rows
+    are float32 from here on, so epoch-millisecond times (float32 steps of 131,072 ms around
+    1.7e12) or large ids lose what sets them apart, and a model learns nothing from them."""
+    if low is None or high is None or not high > low:
         return
     step = float(np.spacing(np.float32(max(abs(low), abs(high)))))
     if high - low < 16 * step:
-        _UNRESOLVED.add(name)
         log.warning("column %r: its values (%.12g to %.12g) vary by less than 16 float32 steps of %.3g at that size; "
                     "subtract an offset first (such as the column's minimum) or leave the column out", name, low,
                     high, step)
