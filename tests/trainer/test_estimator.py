@@ -473,11 +473,15 @@ def test_transform_checks_its_rows():
 
 
 def test_a_column_float32_cannot_resolve_is_named(caplog):
+    from deepclust.runtime.preprocessing import Preprocessing
+
     rng = np.random.default_rng(0)
     x, _ = blobs()
     ms = 1_700_000_000_000 + rng.normal(0, 5_000, len(x))  # epoch milliseconds: float32 steps of 131,072 there
+    centred = Preprocessing(offset=(0.0,) * 20 + (1.7e12,), scale=(1.0,) * 21)  # too late: rows are float32 by then
     with caplog.at_level("WARNING", logger="deepclust"):
-        small(epochs=1).fit(np.column_stack([x, ms]), feature_names=[*(f"f{j}" for j in range(20)), "t_ms"])
+        small(epochs=1).fit(np.column_stack([x, ms]), feature_names=[*(f"f{j}" for j in range(20)), "t_ms"],
+                            preprocessing=centred)
     warned = [r.getMessage() for r in caplog.records if "float32" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("column 't_ms': its values")
 
