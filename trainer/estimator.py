@@ -265,8 +265,23 @@ class DeepClustering:
 
     def fit_predict(self, X, y=None, **fit_params) -> np.ndarray:
         """``fit(X, y, ...)``, then the rows' cluster labels (``labels_``), as scikit-learn's
-        clusterers offer; new rows are labelled by the saved bundle's runtime."""
+        clusterers offer."""
         return self.fit(X, y, **fit_params).labels_
+
+    def predict(self, X) -> np.ndarray:
+        """Cluster labels of rows (new or not) by the rule the bundle ships: the nearest centroid,
+        or a Gaussian-mixture bundle's likeliest component. Computed by torch, in a notebook
+        without saving; the saved bundle's runtime agrees (export checks it on the fit's rows)."""
+        from deepclust.runtime.bundle import GMM_PRECISIONS_CHOLESKY, GMM_WEIGHTS
+        from deepclust.runtime.gaussian_mixture import GaussianMixtureRule
+
+        z = self.transform(X).astype(np.float64)
+        if GMM_WEIGHTS in self.head_arrays_:
+            rule = GaussianMixtureRule(self.cluster_centers_, self.head_arrays_[GMM_WEIGHTS],
+                                       self.head_arrays_[GMM_PRECISIONS_CHOLESKY])
+            return rule.log_joint(rule.mahalanobis(z)).argmax(axis=1)
+        c = np.asarray(self.cluster_centers_, dtype=np.float64)
+        return ((c * c).sum(axis=1) - 2 * z @ c.T).argmin(axis=1)  # |z - c|^2 less |z|^2, the same for every c
 
     def _recorded_params(self) -> dict:
         """The parameters a bundle's manifest records (JSON values)."""

@@ -493,3 +493,13 @@ def test_fit_predict_gives_the_fits_labels_and_repr_shows_what_differs():
     np.testing.assert_array_equal(labels, m.labels_)
     assert repr(m) == ("DeepClustering(n_clusters=3, latent_dim=3, hidden=(32, 32), epochs=2, batch_size=32, "
                        "n_init=5, seed=4, device='cpu')")
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_predict_labels_new_rows_as_the_saved_bundle_does(tmp_path, method):
+    x, _ = blobs()
+    new, _ = blobs(seed=1)
+    m = small(method=method).fit(x)
+    assert (m.predict(x) == m.labels_).mean() >= 0.999
+    m.save(tmp_path / "b")
+    assert (m.predict(new) == Assigner.load(tmp_path / "b", precision="fp32").assign(new).labels).mean() >= 0.999
