@@ -520,7 +520,8 @@ def warn_if_unresolved(name, low, high) -> None:
 def _table_to_batch(path, table, features, label_column, start, kept_columns=(), kept_types=()) -> Batch:
     values = table_to_matrix(table, features)
     labels = column_values(table.column(label_column)) if label_column is not None else None
-    return Batch(start, values, labels, tuple(_kept_values(table.column(c), t) for c, t in zip(kept_columns, kept_types)))
+    kept = tuple(_kept_values(table.column(c), t) for c, t in zip(kept_columns, kept_types))
+    return Batch(start, values, labels, kept)
 
 
 def _kept_values(column, kept_type):

@@ -2,9 +2,9 @@
 
 The job cuts the input into chunks of ``chunk_rows`` rows. Each finished chunk's results are
 saved (atomically) in a hidden work folder beside the output, ``.OUTPUT.deepclust-job/``,
-together with a fingerprint of the job (inputs' sizes, mtimes and sampled bytes, bundle, options). When every
-chunk is done the output is assembled from the chunks, in order, into a temporary file that is
-renamed into place. So:
+together with a fingerprint of the job (inputs' sizes, mtimes and sampled bytes, bundle,
+options). When every chunk is done the output is assembled from the chunks, in order, into a
+temporary file that is renamed into place. So:
 
 - the output appears only when complete;
 - an interrupted run (Ctrl-C, kill, crash) restarted with the same arguments skips the chunks

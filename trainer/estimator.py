@@ -362,7 +362,8 @@ class DeepClustering:
         if self.views != "strong" and self.pretraining != "contrastive":
             raise DeepclustError(f"views={self.views!r} applies to pretraining='contrastive' only")
         if n_samples < self.n_clusters:
-            raise DeepclustError(f"the data has {n_samples} row(s), fewer than the {self.n_clusters} clusters asked for")
+            raise DeepclustError(f"the data has {n_samples} row(s), fewer than the {self.n_clusters} clusters "
+                                 "asked for")
         if self.method == "selflabel" and n_samples < selflabel.min_rows(self.n_clusters):
             raise DeepclustError(f"method='selflabel' needs n_samples >= n_clusters + 2 = "
                                  f"{selflabel.min_rows(self.n_clusters)} (its teacher embeds the rows in "

@@ -450,8 +450,8 @@ def test_parts_storing_an_id_at_other_widths_give_one_type_and_other_kinds_are_r
     big = 1 << 40  # beyond int32: the wider part decides the column's type
     for i, (t, first) in enumerate([(pa.int32(), 0), (pa.int64(), big)]):
         rows = slice(150 * i, 150 * (i + 1))
-        pq.write_table(pa.table({"id": pa.array(range(first, first + 150), t), **{c: v[rows] for c, v in cols.items()}}),
-                       src / f"part-{i}.parquet")
+        ids = pa.array(range(first, first + 150), t)
+        pq.write_table(pa.table({"id": ids, **{c: v[rows] for c, v in cols.items()}}), src / f"part-{i}.parquet")
     outs = []
     for chunk_rows in (64, 1024):  # one chunk inside the first part, or one across both
         out = tmp_path / f"out-{chunk_rows}.parquet"
@@ -461,7 +461,8 @@ def test_parts_storing_an_id_at_other_widths_give_one_type_and_other_kinds_are_r
     assert outs[0]["id"].to_pylist() == [*range(150), *range(big, big + 150)]
     pq.write_table(pa.table({"id": pa.array(np.arange(150.0)), **{c: v[:150] for c, v in cols.items()}}),
                    src / "part-2.parquet")  # float64 ids beside int64 ones: no exact common type
-    with pytest.raises(InputError, match=r"kept column 'id' is int32 in .*part-0.parquet, int64 in .*part-1.parquet, double in "):
+    with pytest.raises(InputError, match=r"kept column 'id' is int32 in .*part-0.parquet, int64 in .*part-1.parquet, "
+                                         r"double in "):
         score_file(assigner, src, tmp_path / "mixed.parquet", keep_columns=["id"])
 
 
