@@ -164,6 +164,8 @@ def score_parquet_with_ray(bundle_path: str | os.PathLike,
     chunk_rows = aligned_chunk_rows(int(chunk_rows), CALL_ROWS)  # the actors' Assigners call in CALL_ROWS
     keep_columns = _checked_keep_columns(keep_columns)
     chunks, total_rows, kept_types = _plan_chunks(inputs, bundle, chunk_rows, keep_columns)
+    if not output_dir.parent.exists():
+        raise InputError(f"{output_dir.parent}: output folder does not exist")
     work = work_dir_for(output_dir)
     lock = lock_work_dir(work)  # a second job on this output, on either engine, is refused from here on
     try:
@@ -211,8 +213,6 @@ def _check_output(output_dir: Path, chunks: list[dict], overwrite: bool) -> None
         if not _is_replaceable_output(output_dir):
             raise InputError(f"{output_dir}: not an output of this engine; --overwrite replaces only a folder of "
                              "part-*.parquet files or an empty folder: remove it yourself or write elsewhere")
-    if not output_dir.parent.exists():
-        raise InputError(f"{output_dir.parent}: output folder does not exist")
 
 
 def init_ray(num_cpus: int | None = None) -> bool:

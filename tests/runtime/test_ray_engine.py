@@ -122,6 +122,9 @@ def test_one_job_writes_an_output_at_a_time_and_a_killed_ones_leftovers_go(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.parquet"]  # no hidden work folder left
     with pytest.raises(InputError, match="out.csv: the Ray engine writes a folder of Parquet files"):
         score_parquet_with_ray(reference_bundle, src, tmp_path / "out.csv")
+    with pytest.raises(InputError, match="nowhere: output folder does not exist"):
+        score_parquet_with_ray(reference_bundle, src, tmp_path / "nowhere" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.parquet"]
 
 
 def test_an_error_a_ray_task_raises_is_one_line():
