@@ -700,7 +700,8 @@ def _check_labels(y: np.ndarray) -> None:
     if y.dtype.kind == "f":
         missing = np.flatnonzero(np.isnan(y))
     elif y.dtype.kind == "O":
-        missing = [i for i, v in enumerate(y.tolist()) if v is None or (isinstance(v, float) and v != v)]
+        missing = [i for i, v in enumerate(y.tolist())  # None, NaN, and pandas' NA from a nullable column
+                   if v is None or (isinstance(v, float) and v != v) or type(v).__name__ == "NAType"]
     else:
         return
     if len(missing):

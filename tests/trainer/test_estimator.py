@@ -447,7 +447,11 @@ def test_inputs_are_checked_before_training(monkeypatch):
 
     monkeypatch.setattr(estimator, "pretrain_autoencoder", must_not_train)
     x, y = blobs()
-    for labels in (np.where(np.arange(len(y)) == 7, np.nan, y), [None if i == 7 else v for i, v in enumerate(y)]):
+    pd = pytest.importorskip("pandas")
+    nullable = pd.Series(y, dtype="Int64")
+    nullable[7] = pd.NA
+    for labels in (np.where(np.arange(len(y)) == 7, np.nan, y), [None if i == 7 else v for i, v in enumerate(y)],
+                   nullable):
         with pytest.raises(InputError, match="y has no label at row 7"):
             small().fit(x, labels)
     with pytest.raises(InputError, match="feature_names: 2 names, but X has 20 features"):
