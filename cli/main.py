@@ -584,15 +584,17 @@ def inspect(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model bundle folder.")],
     as_json: JsonOption = False,
 ):
-    """Verify a bundle's checksums and show what it holds."""
-    from deepclust.runtime.bundle import load_bundle
+    """Verify a bundle (checksums, manifest fields, its ONNX graphs against the manifest) and show
+    what it holds."""
+    from deepclust.runtime.bundle import check_graphs, load_bundle
 
     bundle = load_bundle(model)
+    check_graphs(bundle)
     m = bundle.manifest
     if as_json:
         print(json.dumps(json.loads(m.to_json())))
         return
-    table = Table(title=f"{model} (format {m.format_version}, checksums verified)", show_header=False)
+    table = Table(title=f"{model} (format {m.format_version}, checksums and graphs verified)", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     shape = "x".join(str(s) for s in m.input.sample_shape)

@@ -415,6 +415,17 @@ def check_graph(session, file: Path, manifest: Manifest, *, fused: bool) -> None
         _check_shape(file, f"output '{name}'", outputs[name], dims, f"k={m.k}, latent_dim={m.latent_dim}")
 
 
+def check_graphs(bundle: Bundle) -> None:
+    """Every ONNX graph of ``bundle`` against its manifest (:func:`check_graph`), in CPU
+    sessions: what ``inspect`` verifies beyond the checksums, whichever graph a scorer picks."""
+    from .session import create_session
+
+    for name in (ENCODER, PIPELINE, PIPELINE_INT8):
+        if name in bundle.manifest.files:
+            file = bundle.path / name
+            check_graph(create_session(file, device="cpu", threads=1), file, bundle.manifest, fused=name != ENCODER)
+
+
 def _check_shape(file: Path, what: str, got: list, expected: tuple, why: str) -> None:
     """``expected`` has None for the batch dimension, which may be anything (symbolic or fixed)."""
     if len(got) != len(expected) or any(e is not None and g != e for g, e in zip(got, expected)):

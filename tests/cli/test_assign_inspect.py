@@ -1,6 +1,7 @@
 """`deepclust assign` and `inspect` with the reference bundle, and every bad input:
 one line naming the file and the problem, a non-zero exit, and no output file left."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -193,9 +194,20 @@ def test_inspect_shows_and_verifies(reference_bundle, bundle_copy):
     m = json.loads(r.output)
     assert m["k"] == 10 and m["input"]["n_features"] == 64 and "encoder.onnx" in m["files"]
     r = run("inspect", reference_bundle)
-    assert r.exit_code == 0 and "checksums verified" in r.output
+    assert r.exit_code == 0 and "checksums and graphs verified" in " ".join(r.output.split())
     (bundle_copy / "encoder.onnx").write_bytes(b"x")
     _one_line_error(run("inspect", bundle_copy), "encoder.onnx", "checksum mismatch")
+
+
+def test_inspect_checks_each_graph_against_the_manifest(bundle_copy):
+    # centroids and manifest say k=5, the fused pipelines still hold 10: checksums all match
+    np.save(bundle_copy / "centroids.npy", np.load(bundle_copy / "centroids.npy")[:5])
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["files"] = {name: hashlib.sha256((bundle_copy / name).read_bytes()).hexdigest() for name in m["files"]}
+    m["k"] = 5
+    write_manifest(bundle_copy, m)
+    _one_line_error(run("inspect", bundle_copy), "pipeline.onnx: output 'distances' has shape (n, 10); the manifest "
+                                                 "says (n, 5)")
 
 
 def test_help_reads_for_every_command():
