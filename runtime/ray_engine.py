@@ -30,7 +30,7 @@ import numpy as np
 
 from .assigner import DEFAULT_BATCH_SIZE as CALL_ROWS
 from .assigner import Assigner, choose_precision
-from .bundle import MANIFEST, Bundle, load_bundle
+from .bundle import MANIFEST, Bundle, check_graphs, load_bundle
 from .errors import DeepclustError, InputError
 from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
 from .scoring import (DEFAULT_CHUNK_ROWS, ScoringReport, _KeptRows, aligned_chunk_rows, lock_work_dir, scoring_calls,
@@ -447,6 +447,7 @@ def _assign(ds, bundle: Bundle, scorer: type, *, source, soft, embeddings, batch
             chunk_rows: int = DEFAULT_CHUNK_ROWS, keep_columns: tuple[str, ...] = (), kept_types: tuple = ()):
     ray = _import_ray()
     choose_precision(bundle.manifest, precision)  # a bad or unavailable precision fails here, not in an actor
+    check_graphs(bundle)  # and a graph that does not fit the manifest
     if int(batch_size) < 1:
         raise DeepclustError(f"batch_size={batch_size} should be >= 1")
     if int(threads_per_actor) < 1:

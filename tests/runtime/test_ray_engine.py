@@ -225,3 +225,23 @@ def test_assign_dataset_refuses_kept_columns_it_cannot_keep(reference_bundle, ro
     ds = assign_dataset(ray.data.from_numpy(rows), reference_bundle, keep_columns="id")
     with pytest.raises(Exception, match="no column named 'id' to keep"):
         ds.materialize()
+
+
+def test_a_graph_that_does_not_fit_the_manifest_is_refused_before_ray_runs(tmp_path, bundle_copy, rows):
+    import hashlib
+    import json
+
+    from deepclust.runtime.errors import BundleError
+
+    from ..conftest import write_manifest
+
+    np.save(bundle_copy / "centroids.npy", np.load(bundle_copy / "centroids.npy")[:5])  # the pipelines hold 10
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["files"] = {name: hashlib.sha256((bundle_copy / name).read_bytes()).hexdigest() for name in m["files"]}
+    m["k"] = 5
+    write_manifest(bundle_copy, m)
+    with pytest.raises(BundleError, match=r"pipeline.onnx: output 'distances' has shape \(n, 10\)"):
+        assign_dataset(ray.data.from_numpy(rows), bundle_copy)  # lazy: without the check, only materialising fails
+    with pytest.raises(BundleError, match=r"pipeline.onnx: output 'distances'"):
+        score_parquet_with_ray(bundle_copy, _write_parts(tmp_path / "in", rows), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "in"]  # no output, no work folder
