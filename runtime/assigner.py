@@ -201,7 +201,7 @@ class Assigner:
         return self._run_batched(x, (self.session.get_outputs()[0].name,))[0]
 
     def _validated_copy(self, x, source: str = "input", start: int = 0) -> np.ndarray:
-        if hasattr(x, "columns"):
+        if is_frame(x):
             x = frame_values(x, self.manifest.input.feature_names, source)
         try:
             x = np.asarray(x)
@@ -242,8 +242,13 @@ class Assigner:
         return f"{source}: rows have {got} values, the model expects {spec.n_features} (sample shape {shape})"
 
 
+def is_frame(x) -> bool:
+    """A pandas (or pandas-like) data frame: named columns, read by name."""
+    return hasattr(x, "columns")
+
+
 def frame_values(frame, feature_names, source: str, dtype=np.float32) -> np.ndarray:
-    """A data frame's feature columns as float32, missing values as NaN: by name when the model
+    """A data frame's feature columns as ``dtype``, missing values as NaN: by name when the model
     has ``feature_names`` (trained on a table), as files are read, else all in order. Column by
     column, so pandas' nullable and Arrow-backed numeric columns convert and a bad one is named.
     The trainer reads frames through it too, so both sides pick the same columns."""

@@ -202,16 +202,15 @@ def kept_column_types(readers: Sequence[Reader], names: Sequence[str]) -> tuple:
 
     unified = []
     for i, name in enumerate(names):
-        own = {r.kept_types[i] for r in readers}
-        own = {t for t in own if not pa.types.is_null(t)} or own  # an all-null part: reported per row
-        if len(own) == 1:
-            unified.append(own.pop())
-            continue
-        seen: dict = {}  # each type, decoded, and the first file that has it
+        seen: dict = {}  # each type and the first file that has it
         for r in readers:
-            t = r.kept_types[i]
-            seen.setdefault(t.value_type if pa.types.is_dictionary(t) else t, r.path)
-        types = [t for t in seen if not pa.types.is_null(t)]
+            seen.setdefault(r.kept_types[i], r.path)
+        types = [t for t in seen if not pa.types.is_null(t)] or list(seen)  # an all-null part: reported per row
+        if len(types) > 1:  # categoricals by their values
+            decoded: dict = {}
+            for t in types:
+                decoded.setdefault(t.value_type if pa.types.is_dictionary(t) else t, seen[t])
+            seen, types = decoded, list(decoded)
         if len(types) == 1:
             unified.append(types[0])
         elif all(pa.types.is_signed_integer(t) for t in types) or all(pa.types.is_unsigned_integer(t) for t in types):
