@@ -586,7 +586,8 @@ def inspect(
 ):
     """Verify a bundle (checksums, manifest fields, its ONNX graphs against the manifest) and show
     what it holds."""
-    from deepclust.runtime.bundle import check_graphs, load_bundle
+    from deepclust.runtime.bundle import load_bundle
+    from deepclust.runtime.graph_check import check_graphs
 
     bundle = load_bundle(model)
     check_graphs(bundle)

@@ -14,9 +14,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .bundle import (ENCODER, GAUSSIAN_MIXTURE, GMM_PRECISIONS_CHOLESKY, GMM_WEIGHTS, NEAREST_CENTROID,
-                     PIPELINE, PIPELINE_INT8, Bundle, Manifest, check_graph, load_bundle)
+                     PIPELINE, PIPELINE_INT8, Bundle, Manifest, load_bundle)
 from .errors import InputError
 from .gaussian_mixture import GaussianMixtureRule
+from .graph_check import check_graph, check_pipeline_values
 from .readers import check_finite
 from .search import CentroidIndex
 from .session import CUDA, create_session
@@ -104,6 +105,8 @@ class Assigner:
         model = bundle.path / (pipeline if self.fused else ENCODER)
         self.session = create_session(model, device=device, threads=threads)
         check_graph(self.session, model, m, fused=self.fused)
+        if self.fused:  # its embedded preprocessing and centroids, against the manifest's
+            check_pipeline_values(bundle, pipeline, pipeline=self.session)
         self._input_name = self.session.get_inputs()[0].name
         # IO binding lets a CUDA session write straight into bound buffers; on CPU it only
         # adds work, but it can be forced there to test the same code path.

@@ -9,8 +9,8 @@ A bundle is a folder of data only (no pickles, no class names to import)::
     ...             optional files named in the manifest (e.g. GMM parameters)
 
 Loading verifies the format version, the manifest's fields and every checksum, and refuses a
-bundle that does not match with a message naming the file and the reason; :func:`check_graph`
-checks an ONNX graph's inputs and outputs against the manifest when its session is made.
+bundle that does not match with a message naming the file and the reason. The ONNX graphs are
+checked against the manifest by :mod:`.graph_check`, when their sessions are made.
 """
 
 from __future__ import annotations
@@ -387,55 +387,6 @@ def _load_array(file: Path) -> np.ndarray:
         where = "its value" if array.ndim == 0 else f"{'entry' if array.ndim == 1 else 'row'} {bad[0][0]}"
         raise BundleError(f"{file}: {where} is not finite")
     return array
-
-
-def check_graph(session, file: Path, manifest: Manifest, *, fused: bool) -> None:
-    """Refuse an onnxruntime session whose graph does not fit the manifest, before it scores.
-
-    A checksum proves a file is the one written, not that it matches the manifest: a pipeline
-    holding 10 centroids under k=5 would score labels up to 9, a wider encoder fail deep in FAISS.
-    Only the declared shapes are read (any batch dimension); a fused pipeline's embedded
-    preprocessing and centroids are not compared with the manifest's.
-    """
-    m = manifest
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise BundleError(f"{file}: takes {len(inputs)} inputs; a bundle's graphs take one, the rows")
-    shape = "x".join(map(str, m.input.sample_shape))
-    _check_shape(file, f"input '{inputs[0].name}'", inputs[0].shape, (None, m.input.n_features),
-                 f"sample shape {shape}")
-    outputs = {o.name: o.shape for o in session.get_outputs()}
-    if fused:
-        expected = {"label": (None,), "distance": (None,), "distances": (None, m.k), "z": (None, m.latent_dim)}
-    else:  # the runtime reads an encoder's first output
-        expected = {session.get_outputs()[0].name: (None, m.latent_dim)}
-    for name, dims in expected.items():
-        if name not in outputs:
-            raise BundleError(f"{file}: no output '{name}' (a fused pipeline has {', '.join(PIPELINE_OUTPUTS)})")
-        _check_shape(file, f"output '{name}'", outputs[name], dims, f"k={m.k}, latent_dim={m.latent_dim}")
-
-
-def check_graphs(bundle: Bundle) -> None:
-    """Every ONNX graph of ``bundle`` against its manifest (:func:`check_graph`), in CPU
-    sessions: what ``inspect`` verifies beyond the checksums, whichever graph a scorer picks."""
-    from .session import create_session
-
-    for name in (ENCODER, PIPELINE, PIPELINE_INT8):
-        if name in bundle.manifest.files:
-            file = bundle.path / name
-            check_graph(create_session(file, device="cpu", threads=1), file, bundle.manifest, fused=name != ENCODER)
-
-
-def _check_shape(file: Path, what: str, got: list, expected: tuple, why: str) -> None:
-    """``expected`` has None for the batch dimension, which may be anything (symbolic or fixed)."""
-    if len(got) != len(expected) or any(e is not None and g != e for g, e in zip(got, expected)):
-        raise BundleError(f"{file}: {what} has shape {_dims(got, '?')}; the manifest says {_dims(expected, 'n')} "
-                          f"({why})")
-
-
-def _dims(dims, unknown: str) -> str:
-    names = [unknown if d is None else str(d) for d in dims]
-    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
 
 
 def _warn_if_newer(manifest: Manifest) -> None:

@@ -30,8 +30,9 @@ import numpy as np
 
 from .assigner import DEFAULT_BATCH_SIZE as CALL_ROWS
 from .assigner import Assigner, choose_precision
-from .bundle import MANIFEST, Bundle, check_graphs, load_bundle
+from .bundle import MANIFEST, Bundle, load_bundle
 from .errors import DeepclustError, InputError
+from .graph_check import check_graphs
 from .readers import ParquetReader, _select_columns, open_inputs, table_to_matrix
 from .scoring import (DEFAULT_CHUNK_ROWS, ScoringReport, _KeptRows, aligned_chunk_rows, lock_work_dir, scoring_calls,
                       work_dir_for)

@@ -210,6 +210,16 @@ def test_inspect_checks_each_graph_against_the_manifest(bundle_copy):
                                                  "says (n, 5)")
 
 
+def test_inspect_runs_the_fused_pipelines_beside_the_manifest(bundle_copy):
+    # Same shapes, other centroids: only running the pipeline shows it is not this bundle's.
+    np.save(bundle_copy / "centroids.npy", np.load(bundle_copy / "centroids.npy")[::-1].copy())
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["files"] = {name: hashlib.sha256((bundle_copy / name).read_bytes()).hexdigest() for name in m["files"]}
+    write_manifest(bundle_copy, m)
+    _one_line_error(run("inspect", bundle_copy), "pipeline.onnx: its distances are not to the centroids in "
+                                                 "centroids.npy")
+
+
 def test_help_reads_for_every_command():
     for cmd in ("train", "assign", "evaluate", "inspect", "demo"):
         r = run(cmd, "--help")

@@ -206,6 +206,25 @@ def test_a_fused_pipeline_with_other_centroids_than_k_is_refused(bundle_copy, pr
                             "(k=5, latent_dim=10)")
 
 
+@pytest.mark.parametrize("precision, graph", [("fp32", "pipeline.onnx"), ("int8", "pipeline.int8.onnx")])
+def test_a_fused_pipeline_with_other_centroids_of_the_same_shape_is_refused(bundle_copy, precision, graph):
+    # Reordered centroids: the shapes fit, but the pipeline's label i would be the manifest's 9 - i.
+    np.save(bundle_copy / "centroids.npy", np.load(bundle_copy / "centroids.npy")[::-1].copy())
+    _restamp(bundle_copy, drop=())
+    with pytest.raises(BundleError) as e:
+        Assigner.load(bundle_copy, device="cpu", precision=precision)
+    assert str(e.value) == (f"{bundle_copy / graph}: its distances are not to the centroids in centroids.npy; "
+                            "it was not fused from this bundle")
+
+
+def test_a_fused_pipeline_with_other_preprocessing_is_refused(bundle_copy):
+    # The manifest says 1/255, the pipeline divides by 16: every row would score as if 16 times brighter.
+    _restamp(bundle_copy, lambda m: m["preprocessing"].update(scale=1 / 255), drop=())
+    with pytest.raises(BundleError, match=r"pipeline.onnx: its embedding of probe rows differs from encoder.onnx's "
+                                          r"behind the manifest's preprocessing \(relative difference [0-9.]+\)"):
+        Assigner.load(bundle_copy, device="cpu", precision="fp32")
+
+
 def test_a_fused_pipeline_of_another_latent_dim_is_refused(bundle_copy):
     _pad_centroids(bundle_copy, 12)
     _restamp(bundle_copy, lambda m: m.update(latent_dim=12), drop=())
