@@ -572,10 +572,11 @@ def evaluate(
         raise DeepclustError(assigner.shape_error(data, ds.x.shape[1:]))
     labels = np.concatenate([assigner.assign(ds.x[s:s + 65536]).labels for s in range(0, len(ds.x), 65536)])
     scores = {"n_samples": int(len(labels)), **clustering_scores(ds.y, labels)}
+    # auto may pick the int8 pipeline, whose labels can differ from train's (fp32) on a few rows
     if as_json:
-        print(json.dumps({"bundle": str(model), "data": data, "metrics": scores}))
+        print(json.dumps({"bundle": str(model), "data": data, "precision": assigner.precision, "metrics": scores}))
         return
-    _print_scores(f"{data}: {len(labels)} rows scored by {model}", scores)
+    _print_scores(f"{data}: {len(labels)} rows scored by {model} ({assigner.precision})", scores)
 
 
 @app.command()

@@ -279,12 +279,14 @@ def _image_preprocessing(x: np.ndarray) -> Preprocessing:
     return Preprocessing(scale=1.0 / 255.0) if x.dtype == np.uint8 else Preprocessing()
 
 
-def _array_preprocessing(x: np.ndarray) -> Preprocessing:
-    """uint8 arrays are images (scaled to [0, 1]); other 2-D arrays are tables (z-scored);
-    other arrays (float images) are used as they are."""
-    if x.dtype == np.uint8 or x.ndim > 2:
-        return _image_preprocessing(x)
-    return _standardize(x)
+def default_preprocessing(x: np.ndarray) -> Preprocessing:
+    """What the encoder sees of rows ``x`` unless told otherwise (`deepclust train` on an array,
+    the estimator's ``fit``): 2-D arrays are tables, z-scored per column whatever their dtype
+    (0/1 and count features are often uint8: divided by 255, they would train on near-zeros);
+    images (more dimensions) of 8-bit values are scaled to [0, 1], float ones used as they are."""
+    if x.ndim == 2:
+        return _standardize(x)
+    return _image_preprocessing(x)
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -301,7 +303,7 @@ def _load_array(path: Path) -> Dataset:
     x = _read_npy(path)
     if len(x) == 0:
         raise InputError(f"{path}: empty input (no rows)")
-    return Dataset(path.stem, x, None, _array_preprocessing(x))
+    return Dataset(path.stem, x, None, default_preprocessing(x))
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -326,7 +328,7 @@ def _load_npy_parts(folder: Path, files: list[Path]) -> Dataset:
     x = np.concatenate([a for _, a in parts])
     if len(x) == 0:
         raise InputError(f"{folder}: empty input (no rows)")
-    return Dataset(folder.name, x, None, _array_preprocessing(x))
+    return Dataset(folder.name, x, None, default_preprocessing(x))
 
 
 def _load_tables(files: list[Path], name: str, label_column, ignore_columns, feature_names=None) -> Dataset:
@@ -398,7 +400,7 @@ def _load_npz(path: Path) -> Dataset:
         raise InputError(f"{path}: {yk} has shape {y.shape}, but {xk} has {len(x)} rows (one label per row)")
     check_finite(x.reshape(len(x), -1), path, 0)
     y = _encode_labels(_complete_labels(y, path, yk)) if y is not None else None
-    return Dataset(path.stem, x, y, _array_preprocessing(x))
+    return Dataset(path.stem, x, y, default_preprocessing(x))
 
 
 def _load_image_folder(folder: Path) -> Dataset:

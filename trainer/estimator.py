@@ -29,6 +29,7 @@ from .autoencoder import DenseAutoencoder, L2Normalize
 from .checkpoint import Pretrained, check_writable, fingerprint, load_pretrained, save_pretrained
 from .contrastive import VIEWS, ContrastiveNet, named_views, pretrain_contrastive
 from .conv_autoencoder import ConvAutoencoder, ConvEncoder
+from .datasets import default_preprocessing
 from .finetune import embed, starting_partition
 from .heads import HEADS, HeadResult
 from .images import ImageLayout
@@ -390,7 +391,9 @@ class DeepClustering:
         names become ``feature_names`` unless given (the bundle then reads columns by name).
 
         ``preprocessing`` is applied before the encoder and stored in the bundle so that the
-        runtime scores raw data the same way; ``y`` (optional) only feeds ``metrics_``.
+        runtime scores raw data the same way; by default it is `deepclust train`'s (tables, 2-D:
+        z-scores per column; 8-bit images: 1/255; float images: none), and
+        ``Preprocessing()`` turns it off. ``y`` (optional) only feeds ``metrics_``.
         ``save_pretrained_to`` (a path): also write the network as pretraining left it (see
         ``checkpoint``). ``pretrained`` (such a path): skip pretraining and start from that
         file instead, which must come from the same data and pretraining options; the result
@@ -458,7 +461,7 @@ class DeepClustering:
         for path in saves:
             if path is not None:
                 check_writable(path)
-        self.preprocessing_ = preprocessing or Preprocessing()
+        self.preprocessing_ = default_preprocessing(X) if preprocessing is None else preprocessing
         self.sample_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = int(np.prod(self.sample_shape_))
         layout = self._image_layout()

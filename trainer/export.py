@@ -110,5 +110,6 @@ def check_parity(model, bundle_path: Path) -> dict:
         raise DeepclustError(
             f"export parity check failed: embeddings match (max error {err:.3g}) but labels agree on only "
             f"{agreement:.4%} of {len(x_raw)} rows (need {MIN_AGREEMENT:.1%}): rows sit almost equally far from "
-            "several centroids, so the clustering is degenerate; try another --method, --seed or fewer --max-iter")
+            "several centroids, so the embedding has collapsed (unscaled features, or fine-tuning run too long, do "
+            "this); check the preprocessing, or try another method or seed")
     return checks

@@ -3,6 +3,7 @@ an endless stream of shuffled mini-batch indices, and the embedding of all rows 
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 
 from .heads import HEADS, HeadResult
+
+log = logging.getLogger("deepclust")
 
 EMBED_CHUNK = 8192
 
@@ -19,7 +22,31 @@ def starting_partition(z: np.ndarray, k: int, *, init: str, normalize: bool, n_i
     (the better partition on MNIST), with its centroids at the clusters' raw-space means."""
     z_seed = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12) if normalize else z
     start = HEADS[init](z_seed, k, n_init=n_init, seed=seed)
-    return HeadResult(np.stack([z[start.labels == j].mean(axis=0) for j in range(k)]), start.labels)
+    labels = np.asarray(start.labels).copy()
+    centroids = np.zeros((k, z.shape[1]), dtype=z.dtype)
+    for j in np.unique(labels):
+        centroids[j] = z[labels == j].mean(axis=0)
+    _fill_empty_clusters(z, labels, centroids, init)
+    return HeadResult(centroids, labels)
+
+
+def _fill_empty_clusters(z: np.ndarray, labels: np.ndarray, centroids: np.ndarray, init: str) -> None:
+    """Start each cluster no row fell in (a Gaussian mixture can leave components empty; its
+    mean of no rows would be NaN) at the row farthest from its own centroid, taken from a
+    cluster of more than one row, as k-means relocates an empty cluster. In place."""
+    counts = np.bincount(labels, minlength=len(centroids))
+    empty = np.flatnonzero(counts == 0)
+    if not len(empty):
+        return
+    log.warning("--init %s left %d of %d clusters empty; each starts at the row farthest from its cluster's centre",
+                init, len(empty), len(centroids))
+    far_first = np.argsort(-((z - centroids[labels]) ** 2).sum(axis=1), kind="stable")
+    rows = iter(far_first)
+    for j in empty:
+        row = next(r for r in rows if counts[labels[r]] > 1)
+        counts[labels[row]] -= 1
+        labels[row], counts[j] = j, 1
+        centroids[j] = z[row]
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:

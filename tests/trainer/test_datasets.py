@@ -165,6 +165,13 @@ def test_npy_preprocessing_follows_what_the_array_holds(tmp_path):
     assert images.preprocessing.scale == pytest.approx(1 / 255) and images.x.dtype == np.uint8
     np.testing.assert_allclose(table.features().mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(table.features().std(0), 1, atol=1e-4)
+    # 0/1 features stored as uint8 are a table too, z-scored as their int64 copy is (not divided by 255)
+    flags = rng.integers(0, 2, (20, 3))
+    np.save(tmp_path / "flags8.npy", flags.astype(np.uint8))
+    np.save(tmp_path / "flags64.npy", flags)
+    u8, i64 = load_dataset(str(tmp_path / "flags8.npy")), load_dataset(str(tmp_path / "flags64.npy"))
+    assert u8.preprocessing == i64.preprocessing
+    np.testing.assert_allclose(u8.features().std(0), 1, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["digits", "npy", "npz", "idx", "idx folder", "image folder"])

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 from deepclust.runtime import Assigner  # noqa: E402
 from deepclust.runtime.bundle import GAUSSIAN_MIXTURE, load_bundle  # noqa: E402
 from deepclust.runtime.errors import DeepclustError  # noqa: E402
+from deepclust.runtime.preprocessing import Preprocessing  # noqa: E402
 from deepclust.trainer.estimator import DeepClustering  # noqa: E402
 
 
@@ -201,6 +202,20 @@ def test_preprocessing_travels_with_the_bundle(tmp_path):
     m = small().fit(raw, y, preprocessing=pre)
     path = m.save(tmp_path / "b")
     assert np.mean(Assigner.load(path).assign(raw).labels == m.labels_) >= 0.999
+
+
+def test_a_table_is_z_scored_by_default_as_train_does():
+    # One column of noise 1,000 times wider than the rest: at raw scale it is all the encoder sees.
+    pd = pytest.importorskip("pandas")
+    x, y = blobs(d=8)
+    x = np.column_stack([x, np.random.default_rng(1).normal(0, 1000, len(x))])
+    frame = pd.DataFrame(x, columns=[*"abcdefgh", "noise"])
+    m = small().fit(frame, y)
+    np.testing.assert_allclose(m.preprocessing_.offset, x.mean(axis=0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(1 / np.asarray(m.preprocessing_.scale), x.std(axis=0), rtol=1e-4)
+    assert m.metrics_["acc"] > 0.95
+    off = small().fit(frame, y, preprocessing=Preprocessing())  # what the old default did
+    assert off.preprocessing_ == Preprocessing() and off.metrics_["acc"] < 0.8
 
 
 def test_parameter_errors_name_the_rule():

@@ -44,3 +44,23 @@ def test_each_step_augments_its_clean_batch_once(name):
     assert spy.calls == stats["batches"] == 12
     # the labels returned are the clean data's under the final weights, as the bundle will assign them
     np.testing.assert_array_equal(labels, nearest(embed_all(ae, nn.Identity(), x), torch.from_numpy(centroids)).numpy())
+
+
+def test_an_empty_mixture_component_starts_at_a_row_not_at_nan(caplog):
+    # 300 noise rows, k = 40: the Gaussian mixture leaves 4 components without a row; their
+    # means of no rows were NaN, and the whole fine-tuning ran before export refused them.
+    from deepclust.trainer.finetune import starting_partition
+    from deepclust.trainer.heads import fit_gmm
+
+    rng = np.random.default_rng(0)
+    rng.normal(size=(300, 3))  # the audit's first draw: no empty component
+    z = rng.normal(size=(300, 3)).astype(np.float32)
+    gmm_labels = fit_gmm(z, 40, n_init=2, seed=1).labels
+    assert len(np.unique(gmm_labels)) < 40
+    start = starting_partition(z, 40, init="gmm", normalize=False, n_init=2, seed=1)
+    assert np.isfinite(start.centroids).all() and sorted(np.unique(start.labels)) == list(range(40))
+    moved = np.flatnonzero(start.labels != gmm_labels)  # one row for each empty component, its centroid
+    empty = sorted(set(range(40)) - set(gmm_labels.tolist()))
+    assert sorted(start.labels[moved].tolist()) == empty
+    np.testing.assert_array_equal(start.centroids[start.labels[moved]], z[moved])
+    assert "--init gmm left 4 of 40 clusters empty" in caplog.text
