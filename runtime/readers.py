@@ -97,7 +97,7 @@ class Reader:
         ``allow_empty`` (one empty part of a data set, as Spark writes them, is no error)."""
         seen = start_row
         for batch in self._batches(batch_rows, start_row):
-            check_finite(batch.values, self.path, batch.start)
+            check_finite(batch.values, self.path, batch.start, getattr(self, "features", None))
             seen += len(batch.values)
             yield batch
         if seen == 0 and not allow_empty:
@@ -109,10 +109,13 @@ class Reader:
         raise NotImplementedError
 
 
-def check_finite(values: np.ndarray, path, start: int) -> None:
+def check_finite(values: np.ndarray, path, start: int, columns: Sequence[str] | None = None) -> None:
+    """Refuse NaN, Inf and missing values, naming the first row (and ``columns``' name for it:
+    in a 500-column table the row alone leaves the user hunting)."""
     if not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(axis=1))[0])
-        raise InputError(f"{path}: row {start + bad} holds NaN, Inf or a missing value")
+        row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(values.reshape(len(values), -1))))
+        where = f"row {start + row}" + (f", column {columns[col]!r}," if columns is not None else "")
+        raise InputError(f"{path}: {where} holds NaN, Inf or a missing value")
 
 
 def open_reader(path: str | os.PathLike, *, feature_names: Sequence[str] | None = None,
@@ -452,7 +455,8 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
                          "needs its own name")
     for col in [label_column, *ignore_columns, *kept_columns]:
         if col is not None and col not in names:
-            raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(names[:20])})")
+            more = f", ... ({len(names)} in all)" if len(names) > 20 else ""
+            raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(map(repr, names[:20]))}{more})")
     if feature_names is not None:
         read = [c for c in ignore_columns if c in feature_names]
         if read:  # ignoring it would be silent: the model reads it whatever the option says
@@ -566,6 +570,8 @@ class ParquetReader(Reader):
             schema, self._metadata = f.schema_arrow, f.metadata
         index = [c for c in pandas_index_columns(schema)
                  if c != label_column and c not in ignore_columns and c not in kept_columns]
+        if feature_names is None and not index:
+            index = _unnamed_index(path, schema.names, [label_column, *ignore_columns, *kept_columns])
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns)
         self.label_column, self.kept_columns = label_column, tuple(kept_columns)
@@ -626,9 +632,19 @@ class CsvReader(Reader):
         self._feature_names, self.label_column, self.kept_columns = feature_names, label_column, tuple(kept_columns)
         self._column_names = None
         schema = self._open().schema
-        if _is_data_row(schema.names):
-            self._column_names = [str(i) for i in range(len(schema.names))]
+        names = _header_names(path, schema)
+        if len(names) == 1 and any(sep in names[0] for sep in ";\t|"):
+            raise InputError(f"{path}: one column named {names[0][:60]!r}: is the file separated by something other "
+                             "than commas? CSV inputs use commas (and a point for decimals)")
+        if _first_line_is_data(path, names, feature_names):
+            self._column_names = [str(i) for i in range(len(names))]
             schema = self._open().schema
+            names = schema.names
+        if feature_names is None:
+            ignore_columns = [*ignore_columns, *_unnamed_index(path, names, [label_column, *ignore_columns,
+                                                                             *kept_columns])]
+        _refuse_text_in_numbers(path, self._open(), names, schema.types, feature_names,
+                                [label_column, *ignore_columns, *kept_columns])
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         ignore_columns, can_ignore=can_ignore, kept_columns=kept_columns)
         # Types are inferred from the first block only: read features as float64 so that a
@@ -652,6 +668,10 @@ class CsvReader(Reader):
                                                                           column_names=self._column_names),
                                  convert_options=pcsv.ConvertOptions(column_types=column_types))
         except Exception as e:
+            if "Expected 1 columns, got" in str(e):  # "a;b;c" over "0,5;1,25;2": a European CSV
+                raise InputError(f"{self.path}: its header is one column and its rows are more: is the file separated "
+                                 "by something other than commas? CSV inputs use commas (and a point for decimals)") \
+                    from None
             raise InputError(f"{self.path}: not a readable CSV file ({_short(e)})") from None
 
     def _batches(self, batch_rows: int, start_row: int) -> Iterator[Batch]:
@@ -665,7 +685,7 @@ class CsvReader(Reader):
             except StopIteration:
                 return
             except Exception as e:
-                raise InputError(f"{self.path}: bad value after row {start} ({_short(e)})") from None
+                raise InputError(f"{self.path}: {_bad_value(e, reader.schema.names)} (after row {start})") from None
             if start < start_row:
                 skip = min(start_row - start, rb.num_rows)
                 rb, start = rb.slice(skip), start + skip
@@ -676,9 +696,40 @@ class CsvReader(Reader):
                 start += part.num_rows
 
 
-def _is_data_row(names: Sequence[str]) -> bool:
-    """Whether a CSV's first line is a row of numbers rather than a header. Column names
-    "0", "1", ..., "n-1" are pandas' defaults (``DataFrame.to_csv``), so those are a header."""
+# What pandas names a frame's unnamed first column: its row index, written by to_csv ("") and
+# read back by read_csv ("Unnamed: 0").
+PANDAS_INDEX_NAMES = ("", "Unnamed: 0")
+_INTEGER = r"^[+-]?[0-9]+$"
+
+
+def _unnamed_index(path, names: Sequence[str], named: Sequence[str]) -> list[str]:
+    """A first column without a name, which is a row index pandas wrote, as a column to leave
+    out of the features: taken as one, a model would cluster partly by row number."""
+    if not names or names[0] not in PANDAS_INDEX_NAMES or names[0] in named:
+        return []
+    log.warning("%s: its first column has no name (%r): taken as the row index pandas writes "
+                "(to_csv without index=False) and left out", path, names[0])
+    return [names[0]]
+
+
+def _header_names(path, schema) -> list[str]:
+    try:
+        return list(schema.names)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: its header is not UTF-8 text (save the CSV as UTF-8)") from None
+
+
+def _first_line_is_data(path, names: Sequence[str], feature_names: Sequence[str] | None) -> bool:
+    """Whether a CSV's first line is a row of numbers (``numpy.savetxt`` writes no header) rather
+    than a header of numeric names (wavelengths, years, channels 1..n).
+
+    Names "0".."n-1" are pandas' defaults, so a header. A model's feature names decide for it
+    when they are on the line. Otherwise distinct integers over columns holding any value that
+    is not an integer are a header; a line like the rows below it is a row, with a warning when
+    it could be either.
+    """
+    import re
+
     if list(names) == [str(i) for i in range(len(names))]:
         return False
     for name in names:
@@ -686,7 +737,78 @@ def _is_data_row(names: Sequence[str]) -> bool:
             float(name)
         except ValueError:
             return False
+    if feature_names is not None:
+        return not set(feature_names) <= set(names)
+    if len(set(names)) != len(names) or not all(re.match(_INTEGER, n.strip()) for n in names):
+        return True
+    if _later_values_are_integers(path, len(names)):
+        log.warning("%s: its first line (%s) is read as a row of data, as every value below it is an integer too; "
+                    "if it is a header, name the columns with words", path, ",".join(names[:6]) +
+                    (",..." if len(names) > 6 else ""))
+        return True
+    return False
+
+
+def _later_values_are_integers(path, n_columns: int) -> bool:
+    """Whether every value below the first line, in the file's first block, is an integer."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    names = [f"c{i}" for i in range(n_columns)]
+    try:
+        block = pcsv.open_csv(path, read_options=pcsv.ReadOptions(column_names=names, skip_rows=1,
+                                                                   block_size=1 << 20),
+                              convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in names}))
+        batch = block.read_next_batch()
+    except Exception:  # an empty or unreadable rest: the reader says what is wrong
+        return True
+    for column in batch.columns:
+        text = pc.utf8_trim_whitespace(column)
+        if pc.all(pc.or_(pc.equal(text, ""), pc.match_substring_regex(text, _INTEGER))).as_py() is False:
+            return False  # blanks (missing values) say nothing either way
     return True
+
+
+def _refuse_text_in_numbers(path, reader, names, types, feature_names, not_features) -> None:
+    """A column of numbers holding one marker pyarrow does not read as missing ("None", "?")
+    is inferred as text; name the value and its row, rather than call the column text and
+    suggest leaving it out."""
+    import pyarrow as pa
+
+    candidates = [i for i, (c, t) in enumerate(zip(names, types)) if pa.types.is_string(t) and c not in not_features
+                  and (feature_names is None or c in feature_names)]
+    if not candidates:
+        return
+    try:
+        batch = reader.read_next_batch()
+    except Exception:
+        return
+    for i in candidates:
+        values = batch.column(i).to_pylist()
+        numbers, first_bad = 0, None
+        for row, v in enumerate(values):
+            try:
+                float(v)
+                numbers += 1
+            except (TypeError, ValueError):
+                if v is not None and first_bad is None:
+                    first_bad = (row, v)
+        if first_bad is not None and numbers >= len(values) / 2:
+            row, v = first_bad
+            raise InputError(f"{path}: column {names[i]!r}, row {row}: {v[:40]!r} is not a number (missing values "
+                             "are refused: fill or drop such rows)")
+
+
+def _bad_value(e: Exception, names: Sequence[str]) -> str:
+    """pyarrow's "In CSV column #3: CSV conversion error to double: invalid value 'None'", said
+    with the column's name."""
+    import re
+
+    m = re.search(r"CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)'", str(e))
+    if m and int(m.group(1)) < len(names):
+        return f"column {names[int(m.group(1))]!r}: {m.group(2)[:40]!r} is not a number"
+    return f"bad value ({_short(e)})"
 
 
 def _short(e: Exception) -> str:

@@ -18,7 +18,7 @@ import torch
 from deepclust.runtime.assigner import frame_values, is_frame
 from deepclust.runtime.errors import DeepclustError, InputError
 from deepclust.runtime.preprocessing import Preprocessing
-from deepclust.runtime.readers import warn_if_unresolved
+from deepclust.runtime.readers import check_finite, warn_if_unresolved
 
 from torch import nn
 
@@ -461,6 +461,7 @@ class DeepClustering:
         for path in saves:
             if path is not None:
                 check_writable(path)
+        check_finite(X.reshape(len(X), -1), "X", 0, feature_names)  # before the default z-scores average a NaN in
         self.preprocessing_ = default_preprocessing(X) if preprocessing is None else preprocessing
         self.sample_shape_ = tuple(X.shape[1:])
         self.n_features_in_ = int(np.prod(self.sample_shape_))
@@ -666,8 +667,7 @@ class DeepClustering:
         if X.ndim < 1 or int(np.prod(X.shape[1:])) != self.n_features_in_:
             raise InputError(f"X has rows of shape {X.shape[1:]}, but the model was fitted on {self.sample_shape_}")
         x = self.preprocessing_.apply_(np.array(X.reshape(len(X), self.n_features_in_), dtype=np.float32))
-        if not np.isfinite(x).all():
-            raise InputError("X holds NaN or Inf values")
+        check_finite(x, "X", 0, self.feature_names_)
         if len(x) == 0:
             return np.empty((0, self.cluster_centers_.shape[1]), dtype=np.float32)
         device = next(self.embedder_.parameters()).device

@@ -1,6 +1,7 @@
 """Streaming readers: same values as a full load, bounded buffers, clear errors."""
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -125,7 +126,7 @@ def test_csv_reads_later_floats_in_an_integer_column(tmp_path):
 
 def test_csv_missing_value_is_an_error(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,2\n3,\n")
-    with pytest.raises(InputError, match="row 1 holds NaN, Inf or a missing value"):
+    with pytest.raises(InputError, match="row 1, column 'b', holds NaN, Inf or a missing value"):
         _read_all(open_reader(tmp_path / "t.csv"))
 
 
@@ -177,6 +178,82 @@ def test_csv_header_of_pandas_default_names_is_a_header(tmp_path):
     r = open_reader(tmp_path / "t.csv")
     assert r.features == ["0", "1", "2"]
     np.testing.assert_array_equal(_read_all(r), [[5, 6, 7]])
+
+
+def test_csv_header_of_numbers_over_other_numbers_is_a_header(tmp_path):
+    # Wavelengths as names over measurements: read as a row, training got one extreme extra row
+    # (stds of ~30 for ~1) and scoring wrote n + 1 results.
+    x = np.random.default_rng(0).normal(size=(6, 3)).round(4)
+    (tmp_path / "t.csv").write_text("400,450,500\n" + "".join(",".join(map(str, row)) + "\n" for row in x))
+    r = open_reader(tmp_path / "t.csv")
+    assert r.features == ["400", "450", "500"]
+    np.testing.assert_array_equal(_read_all(r), x.astype(np.float32))
+
+
+def test_csv_first_line_of_integers_over_integers_stays_a_row_with_a_warning(tmp_path, caplog):
+    (tmp_path / "t.csv").write_text("2019,2020\n5,6\n7,8\n")  # years over counts, or a row: either
+    r = open_reader(tmp_path / "t.csv")
+    assert r.features == ["0", "1"] and len(_read_all(r)) == 3
+    assert "t.csv: its first line (2019,2020) is read as a row of data" in caplog.text
+
+
+def test_csv_numeric_header_follows_the_models_feature_names(tmp_path):
+    (tmp_path / "t.csv").write_text("2019,2020\n5,6\n")
+    assert open_reader(tmp_path / "t.csv", feature_names=["2020"]).features == ["2020"]
+    assert len(_read_all(open_reader(tmp_path / "t.csv", feature_names=["2020"]))) == 1
+    assert len(_read_all(open_reader(tmp_path / "t.csv", feature_names=["0", "1"]))) == 2
+
+
+@pytest.mark.parametrize("index_name", ["", "Unnamed: 0"])
+def test_pandas_index_column_of_a_csv_is_no_feature(tmp_path, caplog, index_name):
+    # DataFrame.to_csv writes the index first, unnamed: as a feature, rows clustered by position
+    (tmp_path / "t.csv").write_text(f"{index_name},a,b\n0,1.5,2\n1,3,4\n")
+    r = open_reader(tmp_path / "t.csv")
+    assert r.features == ["a", "b"]
+    assert f"its first column has no name ({index_name!r}): taken as the row index pandas writes" in caplog.text
+    assert open_reader(tmp_path / "t.csv", ignore_columns=[index_name]).features == ["a", "b"]  # no clash
+
+
+def test_pandas_unnamed_index_column_of_a_parquet_is_no_feature(tmp_path):
+    pq.write_table(pa.table({"Unnamed: 0": [0, 1], "a": [1.5, 3.0]}), tmp_path / "t.parquet")
+    assert open_reader(tmp_path / "t.parquet").features == ["a"]
+    assert open_reader(tmp_path / "t.parquet", feature_names=["Unnamed: 0", "a"]).features == ["Unnamed: 0", "a"]
+
+
+@pytest.mark.parametrize("marker", ["None", "?"])
+def test_csv_missing_marker_in_numbers_is_named_with_its_row(tmp_path, marker):
+    # was "column 'age' is string, not numeric (pass --ignore-column age to skip it)"
+    rows = [str(20 + i) for i in range(10)]
+    rows[7] = marker
+    (tmp_path / "t.csv").write_text("age,b\n" + "".join(f"{v},1\n" for v in rows))
+    with pytest.raises(InputError, match=rf"t.csv: column 'age', row 7: '{re.escape(marker)}' is not a number"):
+        open_reader(tmp_path / "t.csv")
+
+
+def test_csv_bad_value_past_the_first_block_names_its_column(tmp_path):
+    rows = ["1234567,1\n"] * 450_000 + ["None,1\n"]  # 4.5 MB: past the 4 MiB block types are inferred from
+    (tmp_path / "t.csv").write_text("id_like,flag\n" + "".join(rows))
+    with pytest.raises(InputError, match=r"t.csv: column 'id_like': 'None' is not a number \(after row \d+\)"):
+        _read_all(open_reader(tmp_path / "t.csv"), batch_rows=65536)
+
+
+def test_csv_header_that_is_not_utf8_is_one_clear_error(tmp_path):
+    (tmp_path / "t.csv").write_bytes("größe,b\n1,2\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"t.csv: its header is not UTF-8 text \(save the CSV as UTF-8\)"):
+        open_reader(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize("text", ["a;b;c\n1;2;3\n", "a;b;c\n0,5;1,25;2\n"])
+def test_csv_separated_by_semicolons_gets_the_hint(tmp_path, text):
+    (tmp_path / "t.csv").write_text(text)
+    with pytest.raises(InputError, match="separated by something other than commas"):
+        open_reader(tmp_path / "t.csv")
+
+
+def test_missing_column_error_quotes_the_names_there_are(tmp_path):
+    (tmp_path / "t.csv").write_text("a, b ,segment \n1,2,3\n")
+    with pytest.raises(InputError, match=r"no column named 'segment' \(columns: 'a', ' b ', 'segment '\)"):
+        open_reader(tmp_path / "t.csv", label_column="segment")
 
 
 def test_repeated_column_names_are_refused(tmp_path):

@@ -218,6 +218,17 @@ def test_a_table_is_z_scored_by_default_as_train_does():
     assert off.preprocessing_ == Preprocessing() and off.metrics_["acc"] < 0.8
 
 
+def test_a_missing_value_is_named_by_row_and_column():
+    from deepclust.runtime.errors import InputError
+
+    pd = pytest.importorskip("pandas")
+    x, _ = blobs(d=3)
+    frame = pd.DataFrame(x, columns=["a", "age", "c"])
+    frame.loc[3, "age"] = np.nan  # was "X holds NaN or Inf values", wherever it was
+    with pytest.raises(InputError, match=r"^X: row 3, column 'age', holds NaN, Inf or a missing value$"):
+        small().fit(frame)
+
+
 def test_parameter_errors_name_the_rule():
     x, _ = blobs(n=30)
     with pytest.raises(DeepclustError, match=r"the data has 2 row\(s\), fewer than the 3 clusters asked for"):
@@ -486,7 +497,7 @@ def test_transform_checks_its_rows():
         m.transform(x[:, :10])
     bad = x[:3].copy()
     bad[1, 1] = np.inf
-    with pytest.raises(InputError, match="NaN or Inf"):
+    with pytest.raises(InputError, match="X: row 1 holds NaN, Inf or a missing value"):
         m.transform(bad)
     assert m.transform(x[:0]).shape == (0, 3)
 
