@@ -475,6 +475,8 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
                 or pa.types.is_null(t) or pa.types.is_decimal(t)):
             if any(sep in c for sep in ";\t|") and len(features) == 1:
                 hint = " (is the file separated by something other than commas? CSV inputs use commas)"
+            elif _is_list_type(t):  # ignoring the embeddings column would leave nothing to cluster
+                hint = " (vectors in one column are not read: save them as a 2-D .npy, or one column per value)"
             elif feature_names is not None:
                 hint = " (the model was trained on it as a number)"
             else:
@@ -482,6 +484,12 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
                     " (the model reads every column as a feature: remove it from the input)"
             raise InputError(f"{path}: column {c!r} is {t}, not numeric{hint}")
     return features
+
+
+def _is_list_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
 def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:

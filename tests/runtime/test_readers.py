@@ -250,6 +250,14 @@ def test_csv_separated_by_semicolons_gets_the_hint(tmp_path, text):
         open_reader(tmp_path / "t.csv")
 
 
+def test_a_vector_column_is_refused_without_advice_to_drop_it(tmp_path):
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.float32)), 4)
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "embedding": vectors}), tmp_path / "t.parquet")
+    with pytest.raises(InputError) as e:
+        open_reader(tmp_path / "t.parquet", ignore_columns=["doc_id"])
+    assert "save them as a 2-D .npy, or one column per value" in str(e.value) and "--ignore-column" not in str(e.value)
+
+
 def test_missing_column_error_quotes_the_names_there_are(tmp_path):
     (tmp_path / "t.csv").write_text("a, b ,segment \n1,2,3\n")
     with pytest.raises(InputError, match=r"no column named 'segment' \(columns: 'a', ' b ', 'segment '\)"):
