@@ -651,7 +651,7 @@ class CsvReader(Reader):
         if feature_names is None:
             ignore_columns = [*ignore_columns, *_unnamed_index(path, names, [label_column, *ignore_columns,
                                                                              *kept_columns])]
-        _refuse_text_in_numbers(path, self._open(), names, schema.types, feature_names,
+        _refuse_text_in_numbers(path, self._open, names, schema.types, feature_names,
                                 [label_column, *ignore_columns, *kept_columns])
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         ignore_columns, can_ignore=can_ignore, kept_columns=kept_columns)
@@ -778,7 +778,7 @@ def _later_values_are_integers(path, n_columns: int) -> bool:
     return True
 
 
-def _refuse_text_in_numbers(path, reader, names, types, feature_names, not_features) -> None:
+def _refuse_text_in_numbers(path, open_csv, names, types, feature_names, not_features) -> None:
     """A column of numbers holding one marker pyarrow does not read as missing ("None", "?")
     is inferred as text; name the value and its row, rather than call the column text and
     suggest leaving it out."""
@@ -789,7 +789,7 @@ def _refuse_text_in_numbers(path, reader, names, types, feature_names, not_featu
     if not candidates:
         return
     try:
-        batch = reader.read_next_batch()
+        batch = open_csv().read_next_batch()
     except Exception:
         return
     for i in candidates:
