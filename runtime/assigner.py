@@ -21,6 +21,7 @@ from .graph_check import check_graph, check_pipeline_values
 from .readers import check_finite
 from .search import CentroidIndex
 from .session import CUDA, create_session
+from .vector_columns import element_names, source_column
 
 # Rows per onnxruntime call. Measured on the DEC-size encoder (benchmarks/throughput.py): calls
 # of 512-2048 rows keep the weights and activations in cache; 16,384-row calls lose ~20%.
@@ -252,9 +253,10 @@ def is_frame(x) -> bool:
 
 def frame_values(frame, feature_names, source: str, dtype=np.float32) -> np.ndarray:
     """A data frame's feature columns as ``dtype``, missing values as NaN: by name when the model
-    has ``feature_names`` (trained on a table), as files are read, else all in order. Column by
-    column, so pandas' nullable and Arrow-backed numeric columns convert and a bad one is named.
-    The trainer reads frames through it too, so both sides pick the same columns."""
+    has ``feature_names`` (trained on a table), as files are read, else all in order; a column
+    of vectors (arrays in its cells) gives its elements ``emb[0]``, ... as files' vector columns
+    do. Column by column, so pandas' nullable and Arrow-backed numeric columns convert and a
+    bad one is named. The trainer reads frames through it too, so both sides pick the same columns."""
     columns = list(frame.columns)
     repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
     if repeated:
@@ -262,16 +264,57 @@ def frame_values(frame, feature_names, source: str, dtype=np.float32) -> np.ndar
                          "needs its own name")
     if feature_names is not None:
         have = {str(c): c for c in columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
-        missing = [c for c in feature_names if c not in have]
+        elements = [source_column(c, list(have)) for c in feature_names]
+        missing = [c for c, (column, _) in zip(feature_names, elements) if column not in have]
         if missing:
             raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
-        columns = [have[c] for c in feature_names]
-    out = np.empty((len(frame), len(columns)), dtype=dtype)
-    for j, c in enumerate(columns):
+        picks = [(have[column], element) for column, element in elements]
+    else:
+        picks = [(c, None) for c in columns]
+    widths = {}
+    for c, element in picks:
+        if element is not None:
+            widths[c] = max(widths.get(c, 0), element + 1)
+    out = np.empty((len(frame), len(picks)), dtype=dtype)
+    vectors = {}
+    for j, (c, element) in enumerate(picks):
+        if element is not None:
+            if c not in vectors:
+                vectors[c] = _stacked_vectors(frame[c], widths[c], source, str(c), dtype)
+            out[:, j] = vectors[c][:, element]
+            continue
         values = frame[c]
         if getattr(values.dtype, "kind", "O") not in "biuf":
             raise InputError(f"{source}: column {str(c)!r} is {values.dtype}, not numeric")
         out[:, j] = values.to_numpy(dtype=dtype, na_value=np.nan)
+    return out
+
+
+def frame_feature_names(frame) -> list[str] | None:
+    """A frame's feature names, a column of vectors counting as its elements (``emb[0]``, ...,
+    as many as its first cell holds); None unless every column is named by a string."""
+    if not all(isinstance(c, str) for c in frame.columns):
+        return None
+    names = []
+    for c in frame.columns:
+        values = frame[c]
+        first = values.iloc[0] if len(values) and getattr(values.dtype, "kind", "O") == "O" else None
+        names += element_names(c, len(first)) if isinstance(first, (list, tuple, np.ndarray)) else [c]
+    return names
+
+
+def _stacked_vectors(values, width: int, source: str, name: str, dtype) -> np.ndarray:
+    out = np.full((len(values), width), np.nan, dtype=dtype)
+    for i, cell in enumerate(values.tolist()):
+        if cell is None or (np.ndim(cell) == 0 and cell != cell):  # a missing vector: NaN, named by the NaN check
+            continue
+        if np.ndim(cell) != 1 or len(cell) != width:
+            raise InputError(f"{source}: row {i}, column {name!r}: a vector of {np.size(cell)} values, where the model "
+                             f"reads {width}")
+        try:
+            out[i] = np.asarray(cell, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: row {i}, column {name!r} holds a vector that is not numbers") from None
     return out
 
 

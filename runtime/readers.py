@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import InputError
+from .vector_columns import element_names, first_width, is_vector_type, source_column, vector_rows
 
 log = logging.getLogger("deepclust")
 
@@ -444,8 +445,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 # --- tabular: Parquet and CSV -----------------------------------------------------------------
 
 def _select_columns(path, schema_names, types, feature_names, label_column, ignore_columns, *,
-                    can_ignore: bool = True, kept_columns: Sequence[str] = ()):
-    """The feature columns, checked. ``can_ignore``: the caller has an --ignore-column to offer."""
+                    can_ignore: bool = True, kept_columns: Sequence[str] = (), widths: dict | None = None):
+    """The feature names, checked: columns, and a vector column's elements ``emb[0]``, ... (see
+    :mod:`.vector_columns`; ``widths`` gives those of variable-length ones when training).
+    ``can_ignore``: the caller has an --ignore-column to offer."""
     import pyarrow as pa
 
     names = list(schema_names)
@@ -461,22 +464,34 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
         read = [c for c in ignore_columns if c in feature_names]
         if read:  # ignoring it would be silent: the model reads it whatever the option says
             raise InputError(f"{path}: column {read[0]!r} is a feature the model reads; it cannot be ignored")
-        missing = [c for c in feature_names if c not in names]
+        sources = [source_column(c, names) for c in feature_names]
+        missing = [c for c, (source, _) in zip(feature_names, sources) if source not in names]
         if missing:
             raise InputError(f"{path}: missing feature columns the model expects: {', '.join(missing[:10])}")
         features = list(feature_names)
+        columns = list(dict.fromkeys(source for source, _ in sources))
     else:
-        features = [c for c in names if c != label_column and c not in ignore_columns and c not in kept_columns]
+        columns = [c for c in names if c != label_column and c not in ignore_columns and c not in kept_columns]
+        features = []
+        for c in columns:
+            t = types[names.index(c)]
+            if is_vector_type(t):
+                width = t.list_size if pa.types.is_fixed_size_list(t) else (widths or {}).get(c)
+                if not width:
+                    raise InputError(f"{path}: column {c!r} holds vectors of no fixed width")
+                features += element_names(c, width)
+            else:
+                features.append(c)
     if not features:
         raise InputError(f"{path}: no feature columns")
-    for c in features:
+    for c in columns:
         t = types[names.index(c)]
+        if is_vector_type(t):
+            continue
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                 or pa.types.is_null(t) or pa.types.is_decimal(t)):
             if any(sep in c for sep in ";\t|") and len(features) == 1:
                 hint = " (is the file separated by something other than commas? CSV inputs use commas)"
-            elif _is_list_type(t):  # ignoring the embeddings column would leave nothing to cluster
-                hint = " (vectors in one column are not read: save them as a 2-D .npy, or one column per value)"
             elif feature_names is not None:
                 hint = " (the model was trained on it as a number)"
             else:
@@ -486,21 +501,28 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
     return features
 
 
-def _is_list_type(t) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def table_to_matrix(table, features: Sequence[str]) -> np.ndarray:
-    """The ``features`` columns of a pyarrow Table (checked by ``_select_columns``) as a new,
-    writable float32 (rows, len(features)) array; missing values become NaN. Shared by the
-    Parquet and CSV readers and the Ray engine, so every engine converts values the same way."""
+def table_to_matrix(table, features: Sequence[str], where: str = "", start: int = 0) -> np.ndarray:
+    """The ``features`` of a pyarrow Table (checked by ``_select_columns``) as a new, writable
+    float32 (rows, len(features)) array; missing values become NaN. Shared by the Parquet and
+    CSV readers and the Ray engine, so every engine converts values the same way. ``where`` and
+    ``start`` (the file and its first row here) name a vector of the wrong length."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     values = np.empty((table.num_rows, len(features)), dtype=np.float32)
-    for j, c in enumerate(features):
+    names = table.column_names
+    elements = [source_column(c, names) for c in features]
+    widths = {}  # a vector column's width: the elements the model reads of it
+    for source, element in elements:
+        if element is not None:
+            widths[source] = max(widths.get(source, 0), element + 1)
+    vectors = {}
+    for j, (c, (source, element)) in enumerate(zip(features, elements)):
+        if element is not None:
+            if source not in vectors:
+                vectors[source] = vector_rows(table.column(source), source, widths[source], where, start)
+            values[:, j] = vectors[source][:, element]
+            continue
         col = table.column(c)
         if table.num_rows > 1 and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)) \
                 and col.type.bit_width > 32 and c not in _RESOLUTION_CHECKED:
@@ -529,7 +551,7 @@ def warn_if_unresolved(name, low, high) -> None:
 
 
 def _table_to_batch(path, table, features, label_column, start, kept_columns=(), kept_types=()) -> Batch:
-    values = table_to_matrix(table, features)
+    values = table_to_matrix(table, features, f"{path}: ", start)
     labels = column_values(table.column(label_column)) if label_column is not None else None
     kept = tuple(_kept_values(table.column(c), t) for c, t in zip(kept_columns, kept_types))
     return Batch(start, values, labels, kept)
@@ -580,12 +602,25 @@ class ParquetReader(Reader):
                  if c != label_column and c not in ignore_columns and c not in kept_columns]
         if feature_names is None and not index:
             index = _unnamed_index(path, schema.names, [label_column, *ignore_columns, *kept_columns])
+        widths = self._vector_widths(schema) if feature_names is None else None
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
-                                        [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns)
+                                        [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns,
+                                        widths=widths)
+        self._columns = list(dict.fromkeys(source_column(c, schema.names)[0] for c in self.features))
         self.label_column, self.kept_columns = label_column, tuple(kept_columns)
         self.kept_types = tuple(schema.field(c).type for c in self.kept_columns)
         self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
+
+    def _vector_widths(self, schema) -> dict:
+        """Variable-length vector columns' widths, from their first vectors (fixed-size ones say theirs)."""
+        import pyarrow as pa
+
+        variable = [f.name for f in schema if is_vector_type(f.type) and not pa.types.is_fixed_size_list(f.type)]
+        if not variable:
+            return {}
+        with self._open() as f:
+            return {c: first_width(self.path, c, f.iter_batches(batch_size=1024, columns=[c])) for c in variable}
 
     def _open(self):
         import pyarrow.parquet as pq
@@ -603,7 +638,7 @@ class ParquetReader(Reader):
         import pyarrow as pa
 
         # once each: a kept column may also be a feature
-        columns = list(dict.fromkeys([*self.features, *([self.label_column] if self.label_column else []),
+        columns = list(dict.fromkeys([*self._columns, *([self.label_column] if self.label_column else []),
                                       *self.kept_columns]))
         start = 0
         for rg in range(self._metadata.num_row_groups):

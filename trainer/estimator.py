@@ -15,7 +15,7 @@ import joblib
 import numpy as np
 import torch
 
-from deepclust.runtime.assigner import frame_values, is_frame
+from deepclust.runtime.assigner import frame_feature_names, frame_values, is_frame
 from deepclust.runtime.errors import DeepclustError, InputError
 from deepclust.runtime.preprocessing import Preprocessing
 from deepclust.runtime.readers import check_finite, warn_if_unresolved
@@ -422,8 +422,8 @@ class DeepClustering:
 
     def _fit(self, X, y, *, preprocessing, feature_names, pretrained, save_pretrained_to) -> "DeepClustering":
         if is_frame(X):
-            if feature_names is None and all(isinstance(c, str) for c in X.columns):
-                feature_names = list(X.columns)
+            if feature_names is None:
+                feature_names = frame_feature_names(X)
             X = frame_values(X, feature_names, "X", dtype=np.float64)  # the resolution check below reads float64
         X = np.asarray(X)
         if X.dtype.kind not in "biuf":

@@ -379,3 +379,25 @@ def test_demo_trains_scores_and_reruns_in_its_working_folder_without_piling_up_f
         assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["assignments.parquet", "bundle", "rows.npy"]
         assert pq.read_metadata(tmp_path / "demo" / "assignments.parquet").num_rows == rows
         assert f"scoring: {rows:,} rows" in r.output and "runtime (ONNX)" in r.output
+
+
+def test_train_and_assign_read_a_parquet_vector_column(tmp_path, data):
+    # Embeddings with their ids, as pyarrow, Spark or LanceDB store them: was "not numeric"
+    import pyarrow as pa
+
+    blobs = np.load(data)
+    x, y = blobs["x"], blobs["y"]
+    pq.write_table(pa.table({"doc": [f"d{i}" for i in range(len(x))], "y": y,
+                             "emb": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])}),
+                   tmp_path / "emb.parquet")
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "emb.parquet"), "--ignore-column", "doc",
+                            "--label-column", "y", "--out", str(tmp_path / "b"), "--json", *FAST])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["metrics"]["acc"] > 0.95
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["input"]["feature_names"] == [f"emb[{j}]" for j in range(x.shape[1])]
+    r = runner.invoke(app, ["assign", str(tmp_path / "b"), str(tmp_path / "emb.parquet"), "-o",
+                            str(tmp_path / "out.parquet"), "--keep-column", "doc", "-q"])
+    assert r.exit_code == 0, r.output
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out["doc"].to_pylist() == [f"d{i}" for i in range(len(x))] and out.num_rows == len(x)

@@ -1,6 +1,7 @@
 """The Ray Data engine on a local 2-CPU Ray: same results as the local engine, row for row,
 and the local engine's errors, with no output left behind."""
 
+import json
 import subprocess
 import sys
 
@@ -15,6 +16,8 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs the ray extra (pip
 from deepclust.cli.main import app  # noqa: E402
 from deepclust.runtime import Assigner, InputError, score_file  # noqa: E402
 from deepclust.runtime.ray_engine import assign_dataset, init_ray, score_parquet_with_ray  # noqa: E402
+
+from ..conftest import write_manifest  # noqa: E402
 
 COLUMNS = [f"f{j}" for j in range(64)]
 
@@ -246,3 +249,23 @@ def test_a_graph_that_does_not_fit_the_manifest_is_refused_before_ray_runs(tmp_p
     with pytest.raises(BundleError, match=r"pipeline.onnx: output 'distances'"):
         score_parquet_with_ray(bundle_copy, _write_parts(tmp_path / "in", rows), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "in"]  # no output, no work folder
+
+
+def test_a_vector_column_scores_on_ray_as_on_the_local_engine(tmp_path, bundle_copy, rows):
+    # Embeddings in one fixed-size-list column, read by a bundle whose features are its elements
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m.pop("manifest_sha256")
+    m["input"]["feature_names"] = [f"emb[{j}]" for j in range(64)]
+    write_manifest(bundle_copy, m)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), 2)):
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(rows[part].ravel()), 64)
+        pq.write_table(pa.table({"id": [f"r{r}" for r in part], "emb": emb}), src / f"part-{i}.parquet",
+                       row_group_size=90)
+    local, remote = tmp_path / "local.parquet", tmp_path / "ray_out"
+    score_file(Assigner.load(bundle_copy, device="cpu"), src, local, keep_columns=["id"])
+    score_parquet_with_ray(bundle_copy, src, remote, concurrency=2, keep_columns=["id"])
+    expected = Assigner.load(bundle_copy, device="cpu").assign(rows).labels
+    assert pq.read_table(remote).equals(pq.read_table(local))
+    np.testing.assert_array_equal(pq.read_table(local)["label"].to_numpy(), expected)

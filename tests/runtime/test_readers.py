@@ -250,12 +250,39 @@ def test_csv_separated_by_semicolons_gets_the_hint(tmp_path, text):
         open_reader(tmp_path / "t.csv")
 
 
-def test_a_vector_column_is_refused_without_advice_to_drop_it(tmp_path):
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8, dtype=np.float32)), 4)
-    pq.write_table(pa.table({"doc_id": ["a", "b"], "embedding": vectors}), tmp_path / "t.parquet")
-    with pytest.raises(InputError) as e:
-        open_reader(tmp_path / "t.parquet", ignore_columns=["doc_id"])
-    assert "save them as a 2-D .npy, or one column per value" in str(e.value) and "--ignore-column" not in str(e.value)
+def _vectors(x, fixed):
+    return (pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]) if fixed
+            else pa.array([list(r) for r in x], type=pa.list_(pa.float32())))
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_a_vector_column_is_read_as_one_feature_per_element(tmp_path, fixed):
+    # Embeddings as Parquet stores them: was refused as "not numeric", with advice to drop the column
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(10)], "emb": _vectors(x, fixed), "age": np.arange(10.0)}),
+                   tmp_path / "t.parquet", row_group_size=4)
+    r = open_reader(tmp_path / "t.parquet", ignore_columns=["id"])
+    assert r.features == ["emb[0]", "emb[1]", "emb[2]", "emb[3]", "age"] and r.sample_shape == (5,)
+    np.testing.assert_array_equal(_read_all(r, 3), np.column_stack([x, np.arange(10.0)]))
+    by_name = open_reader(tmp_path / "t.parquet", feature_names=["age", "emb[2]", "emb[0]", "emb[1]", "emb[3]"])
+    np.testing.assert_array_equal(_read_all(by_name, 4), np.column_stack([np.arange(10.0), x[:, [2, 0, 1, 3]]]))
+
+
+def test_a_vector_of_another_length_or_a_missing_one_is_named(tmp_path):
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    rows = [list(r) for r in x]
+    pq.write_table(pa.table({"emb": pa.array(rows[:5] + [[1.0, 2.0]], type=pa.list_(pa.float32()))}),
+                   tmp_path / "short.parquet")
+    with pytest.raises(InputError, match=r"short.parquet: row 5, column 'emb': a vector of 2 values, where the model "
+                                         r"reads 4"):
+        _read_all(open_reader(tmp_path / "short.parquet"))
+    pq.write_table(pa.table({"emb": pa.array(rows[:3] + [None] + rows[4:], type=pa.list_(pa.float32()))}),
+                   tmp_path / "gap.parquet")
+    with pytest.raises(InputError, match=r"gap.parquet: row 3, column 'emb\[0\]', holds NaN, Inf or a missing value"):
+        _read_all(open_reader(tmp_path / "gap.parquet"))
+    pq.write_table(pa.table({"emb": _vectors(x, True)}), tmp_path / "wide.parquet")  # 4 values, the model reads 3
+    with pytest.raises(InputError, match=r"row 0, column 'emb': a vector of 4 values, where the model reads 3"):
+        _read_all(open_reader(tmp_path / "wide.parquet", feature_names=["emb[0]", "emb[1]", "emb[2]"]))
 
 
 def test_missing_column_error_quotes_the_names_there_are(tmp_path):

@@ -218,6 +218,26 @@ def test_a_table_is_z_scored_by_default_as_train_does():
     assert off.preprocessing_ == Preprocessing() and off.metrics_["acc"] < 0.8
 
 
+def test_a_frame_with_a_vector_column_trains_a_bundle_that_reads_it_from_parquet(tmp_path):
+    # Embeddings in one column of arrays: each element a feature, as a Parquet list column gives them
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from deepclust.runtime import score_file
+
+    x, y = blobs(d=6)
+    frame = pd.DataFrame({"emb": list(x[:, :4]), "a": x[:, 4], "b": x[:, 5]})
+    m = small().fit(frame, y)
+    assert m.feature_names_ == ("emb[0]", "emb[1]", "emb[2]", "emb[3]", "a", "b") and m.metrics_["acc"] > 0.95
+    path = m.save(tmp_path / "bundle")
+    pq.write_table(pa.table({"b": x[:, 5], "emb": pa.FixedSizeListArray.from_arrays(pa.array(x[:, :4].ravel()), 4),
+                             "a": x[:, 4]}), tmp_path / "rows.parquet")
+    score_file(Assigner.load(path, device="cpu"), tmp_path / "rows.parquet", tmp_path / "out.parquet")
+    assert np.mean(pq.read_table(tmp_path / "out.parquet")["label"].to_numpy() == m.labels_) >= 0.999
+    np.testing.assert_array_equal(Assigner.load(path, device="cpu").assign(frame).labels, m.predict(frame))
+
+
 def test_a_missing_value_is_named_by_row_and_column():
     from deepclust.runtime.errors import InputError
 
