@@ -470,6 +470,10 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
             raise InputError(f"{path}: missing feature columns the model expects: {', '.join(missing[:10])}")
         features = list(feature_names)
         columns = list(dict.fromkeys(source for source, _ in sources))
+        for (source, element), c in zip(sources, feature_names):
+            if element is not None and not is_vector_type(types[names.index(source)]):
+                raise InputError(f"{path}: column {source!r} is {types[names.index(source)]}, not a vector of numbers "
+                                 f"(the model reads {c!r} of it)")
     else:
         columns = [c for c in names if c != label_column and c not in ignore_columns and c not in kept_columns]
         features = []
