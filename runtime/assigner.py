@@ -223,7 +223,7 @@ class Assigner:
         if int(np.prod(x.shape[1:])) != n_features:
             raise InputError(self.shape_error(source, x.shape[1:]))
         out = np.array(x.reshape(len(x), n_features), dtype=np.float32, copy=True, order="C")
-        check_finite(out, source, start)
+        check_finite(out, source, start, self.manifest.input.feature_names)
         self.check_scale(out, source)
         return out
 
@@ -264,7 +264,7 @@ def frame_values(frame, feature_names, source: str, dtype=np.float32) -> np.ndar
                          "needs its own name")
     if feature_names is not None:
         have = {str(c): c for c in columns}  # pd.DataFrame(array)'s columns 0, 1, ... are a CSV's "0", "1", ...
-        elements = [source_column(c, list(have)) for c in feature_names]
+        elements = [source_column(c, have) for c in feature_names]
         missing = [c for c, (column, _) in zip(feature_names, elements) if column not in have]
         if missing:
             raise InputError(f"{source}: missing feature columns the model expects: {', '.join(missing[:10])}")
@@ -298,15 +298,24 @@ def frame_feature_names(frame) -> list[str] | None:
     names = []
     for c in frame.columns:
         values = frame[c]
-        first = values.iloc[0] if len(values) and getattr(values.dtype, "kind", "O") == "O" else None
+        first = None
+        if getattr(values.dtype, "kind", "O") == "O":  # the first vector, past missing ones
+            first = next((v for v in values.tolist() if not _missing(v)), None)
         names += element_names(c, len(first)) if isinstance(first, (list, tuple, np.ndarray)) else [c]
     return names
+
+
+def _missing(cell) -> bool:
+    """None, NaN or pandas' NA (whose truth value raises)."""
+    if cell is None or type(cell).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(cell, float) and cell != cell
 
 
 def _stacked_vectors(values, width: int, source: str, name: str, dtype) -> np.ndarray:
     out = np.full((len(values), width), np.nan, dtype=dtype)
     for i, cell in enumerate(values.tolist()):
-        if cell is None or (np.ndim(cell) == 0 and cell != cell):  # a missing vector: NaN, named by the NaN check
+        if _missing(cell):  # a missing vector: NaN, named by the NaN check
             continue
         if np.ndim(cell) != 1 or len(cell) != width:
             raise InputError(f"{source}: row {i}, column {name!r}: a vector of {np.size(cell)} values, where the model "

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -452,33 +453,35 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
     import pyarrow as pa
 
     names = list(schema_names)
-    repeated = sorted({c for c in names if names.count(c) > 1})
+    type_of = dict(zip(names, types))  # dict and set lookups: a table may have 10,000 columns
+    repeated = sorted(c for c, n in Counter(names).items() if n > 1)
     if repeated:
         raise InputError(f"{path}: column names repeat ({', '.join(map(repr, repeated[:5]))}); each column "
                          "needs its own name")
     for col in [label_column, *ignore_columns, *kept_columns]:
-        if col is not None and col not in names:
+        if col is not None and col not in type_of:
             more = f", ... ({len(names)} in all)" if len(names) > 20 else ""
             raise InputError(f"{path}: no column named {col!r} (columns: {', '.join(map(repr, names[:20]))}{more})")
     if feature_names is not None:
         read = [c for c in ignore_columns if c in feature_names]
         if read:  # ignoring it would be silent: the model reads it whatever the option says
             raise InputError(f"{path}: column {read[0]!r} is a feature the model reads; it cannot be ignored")
-        sources = [source_column(c, names) for c in feature_names]
-        missing = [c for c, (source, _) in zip(feature_names, sources) if source not in names]
+        sources = [source_column(c, type_of) for c in feature_names]
+        missing = [c for c, (source, _) in zip(feature_names, sources) if source not in type_of]
         if missing:
             raise InputError(f"{path}: missing feature columns the model expects: {', '.join(missing[:10])}")
         features = list(feature_names)
         columns = list(dict.fromkeys(source for source, _ in sources))
         for (source, element), c in zip(sources, feature_names):
-            if element is not None and not is_vector_type(types[names.index(source)]):
-                raise InputError(f"{path}: column {source!r} is {types[names.index(source)]}, not a vector of numbers "
+            if element is not None and not is_vector_type(type_of[source]):
+                raise InputError(f"{path}: column {source!r} is {type_of[source]}, not a vector of numbers "
                                  f"(the model reads {c!r} of it)")
     else:
-        columns = [c for c in names if c != label_column and c not in ignore_columns and c not in kept_columns]
+        skipped = {label_column, *ignore_columns, *kept_columns}
+        columns = [c for c in names if c not in skipped]
         features = []
         for c in columns:
-            t = types[names.index(c)]
+            t = type_of[c]
             if is_vector_type(t):
                 width = t.list_size if pa.types.is_fixed_size_list(t) else (widths or {}).get(c)
                 if not width:
@@ -486,10 +489,14 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
                 features += element_names(c, width)
             else:
                 features.append(c)
+        clash = sorted(c for c, n in Counter(features).items() if n > 1)
+        if clash:  # a vector column "emb" beside a column named "emb[0]"
+            raise InputError(f"{path}: feature names repeat ({', '.join(map(repr, clash[:5]))}): a vector column's "
+                             "elements are named like another column; rename one")
     if not features:
         raise InputError(f"{path}: no feature columns")
     for c in columns:
-        t = types[names.index(c)]
+        t = type_of[c]
         if is_vector_type(t):
             continue
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
@@ -514,7 +521,7 @@ def table_to_matrix(table, features: Sequence[str], where: str = "", start: int 
     import pyarrow.compute as pc
 
     values = np.empty((table.num_rows, len(features)), dtype=np.float32)
-    names = table.column_names
+    names = set(table.column_names)
     elements = [source_column(c, names) for c in features]
     widths = {}  # a vector column's width: the elements the model reads of it
     for source, element in elements:
@@ -610,7 +617,8 @@ class ParquetReader(Reader):
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns,
                                         widths=widths)
-        self._columns = list(dict.fromkeys(source_column(c, schema.names)[0] for c in self.features))
+        names = set(schema.names)
+        self._columns = list(dict.fromkeys(source_column(c, names)[0] for c in self.features))
         self.label_column, self.kept_columns = label_column, tuple(kept_columns)
         self.kept_types = tuple(schema.field(c).type for c in self.kept_columns)
         self.n_rows = self._metadata.num_rows
@@ -696,14 +704,14 @@ class CsvReader(Reader):
                                         ignore_columns, can_ignore=can_ignore, kept_columns=kept_columns)
         # Types are inferred from the first block only: read features as float64 so that a
         # later "1.5" in a column of integers is a value, not an error (booleans stay booleans).
-        self._types = {c: pa.float64() for c in self.features
-                       if not pa.types.is_boolean(schema.types[schema.names.index(c)])}
+        type_of = dict(zip(schema.names, schema.types))
+        self._types = {c: pa.float64() for c in self.features if not pa.types.is_boolean(type_of[c])}
         for c in (label_column, *self.kept_columns):
             if c is not None and c not in self.features:
                 # A label or an id is text: as a number, "00123" would lose its zeros, and a
                 # word after the first block would fail a column inferred as numbers.
                 self._types[c] = pa.string()
-        self.kept_types = tuple(self._types.get(c, schema.types[schema.names.index(c)]) for c in self.kept_columns)
+        self.kept_types = tuple(self._types.get(c, type_of[c]) for c in self.kept_columns)
         self.n_rows = None
         self.sample_shape = (len(self.features),)
 
@@ -771,9 +779,9 @@ def _first_line_is_data(path, names: Sequence[str], feature_names: Sequence[str]
     than a header of numeric names (wavelengths, years, channels 1..n).
 
     Names "0".."n-1" are pandas' defaults, so a header. A model's feature names decide for it
-    when they are on the line. Otherwise distinct integers over columns holding any value that
-    is not an integer are a header; a line like the rows below it is a row, with a warning when
-    it could be either.
+    when they are on the line (a model trained without a header reads every line as a row).
+    Otherwise whole numbers counting up over values that are not all whole are a header, and
+    other lines rows; either guess is said in a warning when the line could be the other.
     """
     import re
 
@@ -784,15 +792,20 @@ def _first_line_is_data(path, names: Sequence[str], feature_names: Sequence[str]
             float(name)
         except ValueError:
             return False
+    shown = ",".join(names[:6]) + (",..." if len(names) > 6 else "")
     if feature_names is not None:
+        if list(feature_names) == [str(i) for i in range(len(feature_names))]:
+            return True  # trained without a header: a row of 1,0 is a row, not those names reordered
         return not set(feature_names) <= set(names)
-    if len(set(names)) != len(names) or not all(re.match(_INTEGER, n.strip()) for n in names):
-        return True
+    integers = [int(n) for n in names if re.match(_INTEGER, n.strip())]
+    if len(integers) != len(names) or any(b <= a for a, b in zip(integers, integers[1:])):
+        return True  # a header of numbers counts up: wavelengths, years, channels 1..n
     if _later_values_are_integers(path, len(names)):
         log.warning("%s: its first line (%s) is read as a row of data, as every value below it is an integer too; "
-                    "if it is a header, name the columns with words", path, ",".join(names[:6]) +
-                    (",..." if len(names) > 6 else ""))
+                    "if it is a header, name the columns with words", path, shown)
         return True
+    log.warning("%s: its first line (%s) is read as column names: whole numbers counting up, over values that are not "
+                "all whole; if it is a row of data, add a header line", path, shown)
     return False
 
 
@@ -823,8 +836,9 @@ def _refuse_text_in_numbers(path, open_csv, names, types, feature_names, not_fea
     suggest leaving it out."""
     import pyarrow as pa
 
+    wanted = None if feature_names is None else set(feature_names)
     candidates = [i for i, (c, t) in enumerate(zip(names, types)) if pa.types.is_string(t) and c not in not_features
-                  and (feature_names is None or c in feature_names)]
+                  and (wanted is None or c in wanted)]
     if not candidates:
         return
     try:

@@ -10,7 +10,7 @@ as itself.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Container
 
 import numpy as np
 
@@ -31,8 +31,9 @@ def element_names(column: str, width: int) -> list[str]:
     return [f"{column}[{i}]" for i in range(width)]
 
 
-def source_column(feature: str, names: Sequence[str]) -> tuple[str, int | None]:
-    """The table column ``feature`` is read from, and the element for a vector column's feature."""
+def source_column(feature: str, names: Container[str]) -> tuple[str, int | None]:
+    """The table column ``feature`` is read from, and the element for a vector column's feature.
+    ``names``: a set or dict, looked up once or twice per feature of tables of any width."""
     if feature in names:
         return feature, None
     m = _ELEMENT.match(feature)

@@ -342,13 +342,15 @@ def _load_tables(files: list[Path], name: str, label_column, ignore_columns, fea
     csv_nulls = frozenset(pcsv.ConvertOptions().null_values)
     xs, ys, features, first_labels = [], [], None, None
     for f in files:
+        if len(files) > 1 and _empty_parquet(f):  # Spark's empty parts: nothing to read, and no vector to
+            continue                                # take a vector column's width from
         reader = open_reader(f, feature_names=feature_names, label_column=label_column,
                              ignore_columns=ignore_columns)
         if features is None:
-            features = tuple(reader.features)
+            features, first = tuple(reader.features), f
         elif tuple(reader.features) != features:
             raise InputError(f"{f}: feature columns {', '.join(reader.features[:10])} differ from "
-                             f"{files[0].name}'s {', '.join(features[:10])}")
+                             f"{first.name}'s {', '.join(features[:10])}")
         labels = []
         for batch in reader.batches(allow_empty=len(files) > 1):  # Spark writes empty parts
             xs.append(batch.values.copy())
@@ -435,6 +437,17 @@ def _standardize(x: np.ndarray) -> Preprocessing:
     mean, std = flat.mean(axis=0), flat.std(axis=0)
     std[std == 0] = 1.0
     return Preprocessing(offset=tuple(mean.tolist()), scale=tuple((1.0 / std).tolist()))
+
+
+def _empty_parquet(path: Path) -> bool:
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows == 0
+    except Exception:  # unreadable: the reader says so
+        return False
 
 
 def _complete_labels(y: np.ndarray, path, column: str, nulls=()) -> np.ndarray:

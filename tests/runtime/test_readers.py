@@ -180,7 +180,7 @@ def test_csv_header_of_pandas_default_names_is_a_header(tmp_path):
     np.testing.assert_array_equal(_read_all(r), [[5, 6, 7]])
 
 
-def test_csv_header_of_numbers_over_other_numbers_is_a_header(tmp_path):
+def test_csv_header_of_numbers_over_other_numbers_is_a_header(tmp_path, caplog):
     # Wavelengths as names over measurements: read as a row, training got one extreme extra row
     # (stds of ~30 for ~1) and scoring wrote n + 1 results.
     x = np.random.default_rng(0).normal(size=(6, 3)).round(4)
@@ -188,6 +188,21 @@ def test_csv_header_of_numbers_over_other_numbers_is_a_header(tmp_path):
     r = open_reader(tmp_path / "t.csv")
     assert r.features == ["400", "450", "500"]
     np.testing.assert_array_equal(_read_all(r), x.astype(np.float32))
+    assert "its first line (400,450,500) is read as column names" in caplog.text  # a guess, said
+
+
+def test_csv_first_line_of_whole_numbers_not_counting_up_stays_a_row(tmp_path):
+    # np.savetxt(fmt="%g") writes 3.0 as "3": a row 3,1,2 over fractions is data, not names
+    (tmp_path / "t.csv").write_text("3,1,2\n0.5,1.25,2.5\n")
+    r = open_reader(tmp_path / "t.csv")
+    assert r.features == ["0", "1", "2"] and len(_read_all(r)) == 2
+
+
+def test_csv_without_a_header_scored_by_a_model_trained_without_one_keeps_every_row(tmp_path):
+    # A row "1,0" holds the names "0" and "1": taken as a header, the row was lost and columns swapped
+    (tmp_path / "t.csv").write_text("1,0\n0,1\n1,1\n")
+    np.testing.assert_array_equal(_read_all(open_reader(tmp_path / "t.csv", feature_names=["0", "1"])),
+                                  [[1, 0], [0, 1], [1, 1]])
 
 
 def test_csv_first_line_of_integers_over_integers_stays_a_row_with_a_warning(tmp_path, caplog):
@@ -286,6 +301,13 @@ def test_a_vector_of_another_length_or_a_missing_one_is_named(tmp_path):
     pq.write_table(pa.table({"emb": _vectors(x, True)}), tmp_path / "wide.parquet")  # 4 values, the model reads 3
     with pytest.raises(InputError, match=r"row 0, column 'emb': a vector of 4 values, where the model reads 3"):
         _read_all(open_reader(tmp_path / "wide.parquet", feature_names=["emb[0]", "emb[1]", "emb[2]"]))
+
+
+def test_a_vector_column_beside_a_column_named_like_its_element_is_refused(tmp_path):
+    x = np.zeros((3, 2), np.float32)
+    pq.write_table(pa.table({"emb": _vectors(x, True), "emb[0]": [1.0, 2.0, 3.0]}), tmp_path / "t.parquet")
+    with pytest.raises(InputError, match=r"feature names repeat \('emb\[0\]'\)"):
+        open_reader(tmp_path / "t.parquet")
 
 
 def test_missing_column_error_quotes_the_names_there_are(tmp_path):

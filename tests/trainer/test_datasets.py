@@ -396,3 +396,19 @@ def test_each_idx_split_pairs_its_own_labels_and_shape(tmp_path):
     write_idx(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32), np.uint8), gz=True)
     with pytest.raises(InputError, match=r"t10k-images-idx3-ubyte.gz: images of shape \(32, 32\) differ"):
         load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_a_parts_folder_with_an_empty_part_and_a_vector_column_loads(tmp_path):
+    # Spark writes empty parts; a variable-length vector column has no width to read from one
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    kind = pa.list_(pa.float32())
+    (tmp_path / "parts").mkdir()
+    pq.write_table(pa.table({"emb": pa.array([list(r) for r in x[:4]], type=kind)}), tmp_path / "parts" / "part-0.parquet")
+    pq.write_table(pa.table({"emb": pa.array([], type=kind)}), tmp_path / "parts" / "part-1.parquet")
+    pq.write_table(pa.table({"emb": pa.array([list(r) for r in x[4:]], type=kind)}), tmp_path / "parts" / "part-2.parquet")
+    ds = load_dataset(str(tmp_path / "parts"))
+    assert ds.feature_names == ("emb[0]", "emb[1]", "emb[2]")
+    np.testing.assert_array_equal(ds.x, x)

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from deepclust.runtime import Assigner  # noqa: E402
 from deepclust.runtime.bundle import GAUSSIAN_MIXTURE, load_bundle  # noqa: E402
-from deepclust.runtime.errors import DeepclustError  # noqa: E402
+from deepclust.runtime.errors import DeepclustError, InputError  # noqa: E402
 from deepclust.runtime.preprocessing import Preprocessing  # noqa: E402
 from deepclust.trainer.estimator import DeepClustering  # noqa: E402
 
@@ -236,6 +236,10 @@ def test_a_frame_with_a_vector_column_trains_a_bundle_that_reads_it_from_parquet
     score_file(Assigner.load(path, device="cpu"), tmp_path / "rows.parquet", tmp_path / "out.parquet")
     assert np.mean(pq.read_table(tmp_path / "out.parquet")["label"].to_numpy() == m.labels_) >= 0.999
     np.testing.assert_array_equal(Assigner.load(path, device="cpu").assign(frame).labels, m.predict(frame))
+    gap = frame.astype({"emb": object})
+    gap.at[5, "emb"] = pd.NA  # a missing vector, as pyarrow-backed frames hold it: was a TypeError
+    with pytest.raises(InputError, match=r"row 5, column 'emb\[0\]', holds NaN, Inf or a missing value"):
+        Assigner.load(path, device="cpu").assign(gap)
 
 
 def test_a_missing_value_is_named_by_row_and_column():
