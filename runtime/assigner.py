@@ -21,7 +21,7 @@ from .graph_check import check_graph, check_pipeline_values
 from .readers import check_finite
 from .search import CentroidIndex
 from .session import CUDA, create_session
-from .vector_columns import element_names, source_column
+from .vector_columns import element_names, element_widths, is_missing, source_column, stacked_vectors
 
 # Rows per onnxruntime call. Measured on the DEC-size encoder (benchmarks/throughput.py): calls
 # of 512-2048 rows keep the weights and activations in cache; 16,384-row calls lose ~20%.
@@ -271,16 +271,13 @@ def frame_values(frame, feature_names, source: str, dtype=np.float32) -> np.ndar
         picks = [(have[column], element) for column, element in elements]
     else:
         picks = [(c, None) for c in columns]
-    widths = {}
-    for c, element in picks:
-        if element is not None:
-            widths[c] = max(widths.get(c, 0), element + 1)
+    widths = element_widths(picks)
     out = np.empty((len(frame), len(picks)), dtype=dtype)
     vectors = {}
     for j, (c, element) in enumerate(picks):
         if element is not None:
             if c not in vectors:
-                vectors[c] = _stacked_vectors(frame[c], widths[c], source, str(c), dtype)
+                vectors[c] = stacked_vectors(frame[c], widths[c], source, str(c), dtype)
             out[:, j] = vectors[c][:, element]
             continue
         values = frame[c]
@@ -300,31 +297,9 @@ def frame_feature_names(frame) -> list[str] | None:
         values = frame[c]
         first = None
         if getattr(values.dtype, "kind", "O") == "O":  # the first vector, past missing ones
-            first = next((v for v in values.tolist() if not _missing(v)), None)
+            first = next((v for v in values.tolist() if not is_missing(v)), None)
         names += element_names(c, len(first)) if isinstance(first, (list, tuple, np.ndarray)) else [c]
     return names
-
-
-def _missing(cell) -> bool:
-    """None, NaN or pandas' NA (whose truth value raises)."""
-    if cell is None or type(cell).__name__ in ("NAType", "NaTType"):
-        return True
-    return isinstance(cell, float) and cell != cell
-
-
-def _stacked_vectors(values, width: int, source: str, name: str, dtype) -> np.ndarray:
-    out = np.full((len(values), width), np.nan, dtype=dtype)
-    for i, cell in enumerate(values.tolist()):
-        if _missing(cell):  # a missing vector: NaN, named by the NaN check
-            continue
-        if np.ndim(cell) != 1 or len(cell) != width:
-            raise InputError(f"{source}: row {i}, column {name!r}: a vector of {np.size(cell)} values, where the model "
-                             f"reads {width}")
-        try:
-            out[i] = np.asarray(cell, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{source}: row {i}, column {name!r} holds a vector that is not numbers") from None
-    return out
 
 
 def student_t(d2: np.ndarray) -> np.ndarray:

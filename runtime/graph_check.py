@@ -81,8 +81,9 @@ def check_pipeline_values(bundle: Bundle, name: str, *, pipeline=None, encoder=N
 
 
 def probe_rows(manifest: Manifest) -> np.ndarray:
-    """Rows in the data's own range, the same every time: for 8-bit data, integers spread over what the scale maps to [0, 1] (images: 0-255,
-    digits: 0-16); else the manifest's offset plus a standard normal over its scale (z-scores)."""
+    """Rows in the data's own range, the same every time: for 8-bit data, integers spread over
+    what the scale maps to [0, 1] (images: 0-255, digits: 0-16); else the manifest's offset
+    plus a standard normal over its scale (z-scores)."""
     rng = np.random.default_rng(0)
     n_features = manifest.input.n_features
     pp = manifest.preprocessing

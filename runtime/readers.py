@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import InputError
-from .vector_columns import element_names, first_width, is_vector_type, source_column, vector_rows
+from .vector_columns import element_names, element_widths, first_width, is_vector_type, source_column, vector_rows
 
 log = logging.getLogger("deepclust")
 
@@ -446,9 +446,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 # --- tabular: Parquet and CSV -----------------------------------------------------------------
 
 def _select_columns(path, schema_names, types, feature_names, label_column, ignore_columns, *,
-                    can_ignore: bool = True, kept_columns: Sequence[str] = (), widths: dict | None = None):
+                    can_ignore: bool = True, kept_columns: Sequence[str] = (), vector_width=None):
     """The feature names, checked: columns, and a vector column's elements ``emb[0]``, ... (see
-    :mod:`.vector_columns`; ``widths`` gives those of variable-length ones when training).
+    :mod:`.vector_columns`; ``vector_width(column)`` gives a variable-length one's when training).
     ``can_ignore``: the caller has an --ignore-column to offer."""
     import pyarrow as pa
 
@@ -483,7 +483,7 @@ def _select_columns(path, schema_names, types, feature_names, label_column, igno
         for c in columns:
             t = type_of[c]
             if is_vector_type(t):
-                width = t.list_size if pa.types.is_fixed_size_list(t) else (widths or {}).get(c)
+                width = t.list_size if pa.types.is_fixed_size_list(t) else vector_width and vector_width(c)
                 if not width:
                     raise InputError(f"{path}: column {c!r} holds vectors of no fixed width")
                 features += element_names(c, width)
@@ -523,10 +523,7 @@ def table_to_matrix(table, features: Sequence[str], where: str = "", start: int 
     values = np.empty((table.num_rows, len(features)), dtype=np.float32)
     names = set(table.column_names)
     elements = [source_column(c, names) for c in features]
-    widths = {}  # a vector column's width: the elements the model reads of it
-    for source, element in elements:
-        if element is not None:
-            widths[source] = max(widths.get(source, 0), element + 1)
+    widths = element_widths(elements)
     vectors = {}
     for j, (c, (source, element)) in enumerate(zip(features, elements)):
         if element is not None:
@@ -613,10 +610,9 @@ class ParquetReader(Reader):
                  if c != label_column and c not in ignore_columns and c not in kept_columns]
         if feature_names is None and not index:
             index = _unnamed_index(path, schema.names, [label_column, *ignore_columns, *kept_columns])
-        widths = self._vector_widths(schema) if feature_names is None else None
         self.features = _select_columns(path, schema.names, schema.types, feature_names, label_column,
                                         [*ignore_columns, *index], can_ignore=can_ignore, kept_columns=kept_columns,
-                                        widths=widths)
+                                        vector_width=self._first_width)
         names = set(schema.names)
         self._columns = list(dict.fromkeys(source_column(c, names)[0] for c in self.features))
         self.label_column, self.kept_columns = label_column, tuple(kept_columns)
@@ -624,15 +620,10 @@ class ParquetReader(Reader):
         self.n_rows = self._metadata.num_rows
         self.sample_shape = (len(self.features),)
 
-    def _vector_widths(self, schema) -> dict:
-        """Variable-length vector columns' widths, from their first vectors (fixed-size ones say theirs)."""
-        import pyarrow as pa
-
-        variable = [f.name for f in schema if is_vector_type(f.type) and not pa.types.is_fixed_size_list(f.type)]
-        if not variable:
-            return {}
+    def _first_width(self, column: str) -> int:
+        """A variable-length vector column's width, from its first vector (only for features)."""
         with self._open() as f:
-            return {c: first_width(self.path, c, f.iter_batches(batch_size=1024, columns=[c])) for c in variable}
+            return first_width(self.path, column, f.iter_batches(batch_size=1024, columns=[column]))
 
     def _open(self):
         import pyarrow.parquet as pq

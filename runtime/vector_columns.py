@@ -42,6 +42,16 @@ def source_column(feature: str, names: Container[str]) -> tuple[str, int | None]
     return feature, None
 
 
+def element_widths(elements) -> dict:
+    """Each vector column's width as a model reads it, from ``(column, element)`` pairs
+    (:func:`source_column`'s): one more than the highest element read."""
+    widths = {}
+    for column, element in elements:
+        if element is not None:
+            widths[column] = max(widths.get(column, 0), element + 1)
+    return widths
+
+
 def first_width(path, column: str, batches) -> int:
     """A variable-length vector column's width, from its first vector in ``batches`` (record
     batches holding the column); the rows' lengths are checked as they are read."""
@@ -76,4 +86,28 @@ def vector_rows(column, name: str, width: int, where: str, start: int) -> np.nda
             values = pc.list_flatten(dense).to_numpy(zero_copy_only=False)
             out[row:row + n][valid] = values.reshape(-1, width)
         row += n
+    return out
+
+
+def is_missing(cell) -> bool:
+    """A data frame's missing cell: None, NaN or pandas' NA (whose truth value raises)."""
+    if cell is None or type(cell).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(cell, float) and cell != cell
+
+
+def stacked_vectors(values, width: int, source: str, name: str, dtype) -> np.ndarray:
+    """A data frame's column of arrays as a (rows, ``width``) array; a missing vector is NaN,
+    for the NaN check to name; a vector of another length is refused."""
+    out = np.full((len(values), width), np.nan, dtype=dtype)
+    for i, cell in enumerate(values.tolist()):
+        if is_missing(cell):
+            continue
+        if np.ndim(cell) != 1 or len(cell) != width:
+            raise InputError(f"{source}: row {i}, column {name!r}: a vector of {np.size(cell)} values, where the model "
+                             f"reads {width}")
+        try:
+            out[i] = np.asarray(cell, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: row {i}, column {name!r} holds a vector that is not numbers") from None
     return out

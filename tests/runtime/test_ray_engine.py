@@ -166,8 +166,8 @@ def test_a_bad_row_on_the_cli_is_one_line_not_ray_stack_traces(tmp_path, referen
                            str(tmp_path / "out"), "--engine", "ray", "-q"], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 1
-    assert proc.stderr.splitlines()[-1] == f"error: {src / 'part-0.parquet'}: row 333, column {COLUMNS[3]!r}, holds NaN, Inf or a missing " \
-        "value"
+    assert proc.stderr.splitlines()[-1] == (f"error: {src / 'part-0.parquet'}: row 333, column {COLUMNS[3]!r}, "
+                                            "holds NaN, Inf or a missing value")
     assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
 
 

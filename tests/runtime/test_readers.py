@@ -296,7 +296,8 @@ def test_a_vector_of_another_length_or_a_missing_one_is_named(tmp_path):
     with pytest.raises(InputError, match=r"gap.parquet: row 3, column 'emb\[0\]', holds NaN, Inf or a missing value"):
         _read_all(open_reader(tmp_path / "gap.parquet"))
     pq.write_table(pa.table({"emb": x[:, 0]}), tmp_path / "scalar.parquet")
-    with pytest.raises(InputError, match=r"column 'emb' is float, not a vector of numbers \(the model reads 'emb\[0\]'"):
+    with pytest.raises(InputError, match=r"column 'emb' is float, not a vector of numbers "
+                                         r"\(the model reads 'emb\[0\]'"):
         open_reader(tmp_path / "scalar.parquet", feature_names=["emb[0]"])
     pq.write_table(pa.table({"emb": _vectors(x, True)}), tmp_path / "wide.parquet")  # 4 values, the model reads 3
     with pytest.raises(InputError, match=r"row 0, column 'emb': a vector of 4 values, where the model reads 3"):

@@ -406,9 +406,9 @@ def test_a_parts_folder_with_an_empty_part_and_a_vector_column_loads(tmp_path):
     x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
     kind = pa.list_(pa.float32())
     (tmp_path / "parts").mkdir()
-    pq.write_table(pa.table({"emb": pa.array([list(r) for r in x[:4]], type=kind)}), tmp_path / "parts" / "part-0.parquet")
-    pq.write_table(pa.table({"emb": pa.array([], type=kind)}), tmp_path / "parts" / "part-1.parquet")
-    pq.write_table(pa.table({"emb": pa.array([list(r) for r in x[4:]], type=kind)}), tmp_path / "parts" / "part-2.parquet")
+    for i, rows in enumerate((x[:4], x[:0], x[4:])):
+        pq.write_table(pa.table({"emb": pa.array([list(r) for r in rows], type=kind)}),
+                       tmp_path / "parts" / f"part-{i}.parquet")
     ds = load_dataset(str(tmp_path / "parts"))
     assert ds.feature_names == ("emb[0]", "emb[1]", "emb[2]")
     np.testing.assert_array_equal(ds.x, x)
